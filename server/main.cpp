@@ -1,0 +1,83 @@
+// specwatch: the service's entry point. Configuration errors exit 2 with a message naming the problem;
+// SIGINT/SIGTERM stop the service cleanly (exit 0).
+
+#include "operators/config_error.hpp"
+#include "server/service.hpp"
+#include "server/service_metrics.hpp"
+#include "server/service_options.hpp"
+
+#include <prometheus/exposer.h>
+#include <prometheus/registry.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <tbb/global_control.h>
+
+#include <csignal>
+#include <iostream>
+#include <optional>
+#include <pthread.h>
+#include <thread>
+
+int main(int argc, char** argv) {
+  using namespace specwatch;
+  server::CommandLine cl;
+  try {
+    cl = server::ParseCommandLine(std::vector<std::string>(argv + 1, argv + argc));
+  } catch (const ConfigError& e) {
+    std::cerr << "specwatch: " << e.what() << "\n";
+    return 2;
+  }
+  if (cl.help) {
+    std::cout << server::HelpText();
+    return 0;
+  }
+  const server::ServiceOptions& options = cl.options;
+  if (cl.check_config) {
+    std::cout << "configuration is valid\n";
+    return 0;
+  }
+
+  auto log = spdlog::stderr_color_mt("specwatch");
+  log->set_level(spdlog::level::from_str(options.log_level));
+  log->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+
+  // Signals are taken by one watcher thread; every other thread inherits the blocked mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  std::optional<tbb::global_control> threads;
+  if (options.compute_threads > 0) {
+    threads.emplace(tbb::global_control::max_allowed_parallelism, options.compute_threads);
+  }
+
+  auto registry = std::make_shared<prometheus::Registry>();
+  server::ServiceMetrics metrics(*registry);
+  std::unique_ptr<prometheus::Exposer> exposer;
+  std::unique_ptr<server::Service> service;
+  try {
+    if (!options.metrics_address.empty()) {
+      exposer = std::make_unique<prometheus::Exposer>(options.metrics_address, 2);
+      exposer->RegisterCollectable(registry);
+      log->info("metrics on http://{}/metrics", options.metrics_address);
+    }
+    service = std::make_unique<server::Service>(options, metrics, log);
+  } catch (const std::exception& e) {
+    log->error("cannot start: {}", e.what());
+    return 2;
+  }
+
+  std::thread watcher([&] {
+    int signal = 0;
+    sigwait(&signals, &signal);
+    if (signal != 0) log->info("signal {}: stopping", signal);
+    service->Stop();
+  });
+  service->Run();
+  // Run may return because of a shutdown command: wake the watcher so it can exit.
+  pthread_kill(watcher.native_handle(), SIGTERM);
+  watcher.join();
+  return 0;
+}

@@ -1,0 +1,189 @@
+#include "server/pipeline.hpp"
+
+#include "operators/config_error.hpp"
+#include "server/clock.hpp"
+
+namespace specwatch::server {
+
+namespace {
+
+wire::EnergyAxis ToWire(const EnergyAxis& a) {
+  wire::EnergyAxis w;
+  w.set_offset(a.offset);
+  w.set_dispersion(a.dispersion);
+  w.set_unit(a.unit);
+  return w;
+}
+
+}  // namespace
+
+Pipeline::Pipeline(const ServiceOptions& options, ServiceMetrics& metrics, OutputQueue& out,
+                   std::shared_ptr<spdlog::logger> log)
+    : options_(options),
+      metrics_(metrics),
+      out_(out),
+      log_(std::move(log)),
+      slots_(static_cast<std::ptrdiff_t>(options.max_frames_in_flight)),
+      model_(std::make_shared<const PcaModel>()),
+      denoise_(graph_, tbb::flow::unlimited, [this](WorkItem item) { return DenoiseItem(std::move(item)); }),
+      order_(graph_, [](const ProcessedPtr& p) { return static_cast<size_t>(p->item.index); }),
+      in_order_(graph_, tbb::flow::serial, [this](const ProcessedPtr& p) {
+        InOrder(p);
+        return tbb::flow::continue_msg{};
+      }) {
+  model_update_ = std::make_unique<tbb::flow::function_node<UpdateItem, tbb::flow::continue_msg>>(
+      graph_, tbb::flow::serial, [this](const UpdateItem& u) {
+        ModelUpdate(u);
+        return tbb::flow::continue_msg{};
+      });
+  tbb::flow::make_edge(denoise_, order_);
+  tbb::flow::make_edge(order_, in_order_);
+}
+
+Pipeline::~Pipeline() { graph_.wait_for_all(); }
+
+void Pipeline::Submit(WorkItem item) {
+  slots_.acquire();
+  metrics_.frames_in_flight.Set(++in_flight_);
+  item.token = InFlightToken(static_cast<void*>(this), [this](void*) {
+    metrics_.frames_in_flight.Set(--in_flight_);
+    slots_.release();
+  });
+  item.index = next_index_++;
+  denoise_.try_put(std::move(item));
+}
+
+void Pipeline::Drain() { graph_.wait_for_all(); }
+
+void Pipeline::RequestReset() { model_update_->try_put(UpdateItem{}); }
+
+Pipeline::ProcessedPtr Pipeline::DenoiseItem(WorkItem item) const {
+  auto p = std::make_shared<Processed>();
+  p->item = std::move(item);
+  if (p->item.kind != WorkItem::Kind::kFrame) return p;
+  const SpectrumBatch& b = *p->item.batch;
+  const double t0 = NowSteady();
+  auto model = Model();
+  const bool usable = learnt_since_reset_.load() >= options_.warmup_spectra && model->spectra_seen > 0 &&
+                      model->mean.size() == b.Channels();
+  static const PcaModel kNothingLearnt;  // Denoise passes the data through unchanged
+  auto result = std::make_shared<DenoiseResult>();
+  Denoise(usable ? *model : kNothingLearnt, b.counts, result.get());
+  metrics_.Latency(Stage::kDenoise).Observe(NowSteady() - t0);
+
+  auto env = std::make_shared<wire::Envelope>();
+  env->set_series_id(b.meta.series_id);
+  auto* d = env->mutable_denoised();
+  d->set_frame_number(b.meta.frame_number);
+  d->set_spectrum_count(static_cast<uint32_t>(b.Spectra()));
+  d->set_channel_count(static_cast<uint32_t>(b.Channels()));
+  d->mutable_positions()->Reserve(b.Spectra());
+  for (const auto& pos : b.positions) {
+    auto* w = d->add_positions();
+    w->set_x(pos.x);
+    w->set_y(pos.y);
+  }
+  d->mutable_residual_norm()->Add(result->residual_norm.data(),
+                                  result->residual_norm.data() + result->residual_norm.size());
+  *d->mutable_energy_axis() = ToWire(b.meta.energy_axis);
+  d->set_rank(usable ? static_cast<uint32_t>(model->rank) : 0);
+  d->set_model_version(usable ? model->version : 0);
+  d->set_pass(b.positions.empty() ? 0 : b.positions.front().pass);
+  p->result = std::move(result);
+  p->envelope = std::move(env);
+  return p;
+}
+
+void Pipeline::InOrder(const ProcessedPtr& p) {
+  WorkItem& item = p->item;
+  switch (item.kind) {
+    case WorkItem::Kind::kSeriesStart:
+      log_->info("series '{}' started: {} channels, scan {}x{}, {} passes", item.series.id,
+                 item.series.channel_count, item.series.scan_shape.width, item.series.scan_shape.height,
+                 item.series.passes);
+      if (options_.reset_model_on_new_series) RequestReset();
+      item.token.reset();
+      return;
+    case WorkItem::Kind::kSeriesEnd: {
+      OutMessage m;
+      m.kind = OutMessage::Kind::kSnapshotRequest;
+      m.reason = "series_end";
+      m.token = std::move(item.token);
+      out_.Push(std::move(m));
+      return;
+    }
+    case WorkItem::Kind::kFrame:
+      break;
+  }
+  if (item.opens_series) {
+    log_->warn("series '{}': frame {} arrived without a series start; working from frame headers alone",
+               item.series.id, item.batch->meta.frame_number);
+    if (options_.reset_model_on_new_series) RequestReset();
+  }
+  const SpectrumBatch& b = *item.batch;
+  // Offer the frame to the model. The update holds the token too, so the slot stays taken until it ran.
+  const bool offer = !frozen_.load() && (options_.model_updates == ModelUpdates::kAll ||
+                                         pending_updates_.load() == 0);
+  if (offer) {
+    ++pending_updates_;
+    model_update_->try_put(UpdateItem{p, true});
+  } else {
+    metrics_.model_spectra_skipped.Increment(static_cast<double>(b.Spectra()));
+  }
+  OutMessage m;
+  m.topic = "denoised";
+  m.envelope = p->envelope;
+  const auto& den = p->result->denoised;
+  m.payload = stream::Payload{p->result, den.data(), static_cast<size_t>(den.size()) * sizeof(float)};
+  m.spectra = static_cast<uint64_t>(b.Spectra());
+  m.receive_time_s = b.meta.receive_time_s;
+  m.token = item.token;
+  out_.Push(std::move(m));
+}
+
+void Pipeline::ModelUpdate(const UpdateItem& u) {
+  if (u.counted_pending) --pending_updates_;
+  if (!u.processed) {
+    if (svd_) svd_->Reset();
+    model_.store(std::make_shared<const PcaModel>(), std::memory_order_release);
+    learnt_since_reset_.store(0);
+    metrics_.model_rank.Set(0);
+    metrics_.model_version.Set(0);
+    log_->info("model reset");
+    return;
+  }
+  const SpectrumBatch& b = *u.processed->item.batch;
+  if (frozen_.load()) {
+    metrics_.model_spectra_skipped.Increment(static_cast<double>(b.Spectra()));
+    return;
+  }
+  const double t0 = NowSteady();
+  if (b.Channels() == unusable_channels_) {
+    metrics_.model_spectra_skipped.Increment(static_cast<double>(b.Spectra()));
+    return;
+  }
+  if (!svd_ || svd_->channels() != b.Channels()) {
+    if (svd_) log_->warn("channel count changed {} -> {}: model restarts", svd_->channels(), b.Channels());
+    learnt_since_reset_.store(0);
+    svd_.reset();
+    try {
+      svd_ = std::make_unique<IncrementalSvd>(b.Channels(), options_.pca);
+    } catch (const ConfigError& e) {
+      log_->error("series '{}': no model for {}-channel spectra: {}; spectra pass through undenoised",
+                  b.meta.series_id, b.Channels(), e.what());
+      metrics_.model_spectra_skipped.Increment(static_cast<double>(b.Spectra()));
+      unusable_channels_ = b.Channels();
+      return;
+    }
+  }
+  svd_->Add(b.counts);
+  auto model = svd_->Model();
+  model_.store(model, std::memory_order_release);
+  learnt_since_reset_ += static_cast<uint64_t>(b.Spectra());
+  metrics_.model_spectra.Increment(static_cast<double>(b.Spectra()));
+  metrics_.model_rank.Set(model->rank);
+  metrics_.model_version.Set(static_cast<double>(model->version));
+  metrics_.Latency(Stage::kModelUpdate).Observe(NowSteady() - t0);
+}
+
+}  // namespace specwatch::server

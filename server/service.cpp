@@ -1,0 +1,319 @@
+#include "server/service.hpp"
+
+#include "control.pb.h"
+#include "server/clock.hpp"
+#include "server/rate_limited_log.hpp"
+#include "stream/endpoint.hpp"
+
+#include <zmq_addon.hpp>
+
+#include <thread>
+#include <vector>
+
+namespace specwatch::server {
+namespace {
+
+constexpr auto kPollInterval = std::chrono::milliseconds(50);
+
+zmq::socket_type FramesSocketType(const std::string& s) {
+  return s == "pull" ? zmq::socket_type::pull : zmq::socket_type::sub;
+}
+
+}  // namespace
+
+Service::Service(const ServiceOptions& options, ServiceMetrics& metrics, std::shared_ptr<spdlog::logger> log)
+    : options_(options),
+      metrics_(metrics),
+      log_(log),
+      context_(1),
+      frames_(context_, FramesSocketType(options.frames_socket)),
+      publish_(context_, zmq::socket_type::pub),
+      control_(context_, zmq::socket_type::rep),
+      pipeline_(options, metrics, out_, log),
+      start_s_(NowSteady()) {
+  frames_.set(zmq::sockopt::rcvhwm, static_cast<int>(options.receive_buffer_frames));
+  frames_.set(zmq::sockopt::linger, 0);
+  if (options.frames_socket == "sub") frames_.set(zmq::sockopt::subscribe, "");
+  publish_.set(zmq::sockopt::linger, 1000);
+  publish_.set(zmq::sockopt::sndhwm, 10000);
+  control_.set(zmq::sockopt::linger, 0);
+  using stream::Direction;
+  const auto frames_at = stream::Attach(
+      frames_, stream::ParseEndpoints(options.frames_endpoint, Direction::kConnect, "frames endpoint"));
+  publish_endpoints_ = stream::Attach(
+      publish_, stream::ParseEndpoints(options.publish_endpoint, Direction::kBind, "publish endpoint"));
+  control_endpoints_ = stream::Attach(
+      control_, stream::ParseEndpoints(options.control_endpoint, Direction::kBind, "control endpoint"));
+  log_->info("frames from {} ({}), publishing on {}, control on {}", fmt::join(frames_at, ","),
+             options.frames_socket, fmt::join(publish_endpoints_, ","), fmt::join(control_endpoints_, ","));
+}
+
+Service::~Service() = default;
+
+void Service::Run() {
+  std::thread publisher([this] { PublishLoop(); });
+  std::thread control([this] { ControlLoop(); });
+  ReceiveLoop();
+  stopping_.store(true);
+  log_->info("stopping: finishing {} frames in flight", pipeline_.InFlight());
+  pipeline_.Drain();
+  OutMessage last;
+  last.kind = OutMessage::Kind::kSnapshotRequest;
+  last.reason = "shutdown";
+  out_.Push(std::move(last));
+  publisher_done_.store(true);
+  publisher.join();
+  control.join();
+  log_->info("stopped: {} frames received, {} spectra published", metrics_.frames_received.Value(),
+             metrics_.spectra_published.Value());
+}
+
+void Service::ReceiveLoop() {
+  stream::FrameDecoder decoder(stream::FrameDecoderOptions{options_.max_message_bytes});
+  RateLimitedLog problems(log_, options_.log_rate_limit_per_s);
+  std::vector<zmq::message_t> parts;
+  uint64_t accepted = 0;
+  zmq::pollitem_t item{frames_.handle(), 0, ZMQ_POLLIN, 0};
+  while (!stop_.load()) {
+    if (zmq::poll(&item, 1, kPollInterval) <= 0) continue;
+    parts.clear();
+    if (!zmq::recv_multipart(frames_, std::back_inserter(parts), zmq::recv_flags::dontwait)) continue;
+    const double t0 = NowSteady();
+    stream::DecodeOutcome outcome = decoder.Decode(parts, accepted, t0);
+    metrics_.Latency(Stage::kDecode).Observe(NowSteady() - t0);
+    using Kind = stream::DecodeOutcome::Kind;
+    WorkItem work;
+    switch (outcome.kind) {
+      case Kind::kRejected: {
+        const auto& r = outcome.rejection;
+        metrics_.frames_received.Increment();
+        metrics_.spectra_received.Increment(static_cast<double>(r.spectra));
+        metrics_.FramesRejected(r.reason).Increment();
+        metrics_.SpectraRejected(r.reason).Increment(static_cast<double>(r.spectra));
+        problems.Log(spdlog::level::warn, stream::ReasonLabel(r.reason),
+                     std::string("rejected (") + stream::ReasonLabel(r.reason) + "): " + r.detail);
+        continue;
+      }
+      case Kind::kSeriesStart: {
+        metrics_.series_started.Increment();
+        {
+          std::lock_guard lock(series_mutex_);
+          series_id_ = outcome.series.id;
+          series_announced_ = true;
+          energy_axis_ = outcome.series.energy_axis;
+        }
+        work.kind = WorkItem::Kind::kSeriesStart;
+        work.series = outcome.series;
+        break;
+      }
+      case Kind::kSeriesEnd:
+        log_->info("series '{}' ended: {} frames, {} spectra sent by the detector", outcome.series_end.id,
+                   outcome.series_end.frames_sent, outcome.series_end.spectra_sent);
+        work.kind = WorkItem::Kind::kSeriesEnd;
+        work.series_end = outcome.series_end;
+        break;
+      case Kind::kFrame: {
+        ++accepted;
+        const auto& meta = outcome.batch->meta;
+        metrics_.frames_received.Increment();
+        metrics_.spectra_received.Increment(static_cast<double>(outcome.batch->Spectra()));
+        if (outcome.missing_frames > 0) {
+          metrics_.sequence_gaps.Increment();
+          metrics_.frames_dropped.Increment(static_cast<double>(outcome.missing_frames));
+          problems.Log(spdlog::level::warn, "gap",
+                       "series '" + meta.series_id + "': " + std::to_string(outcome.missing_frames) +
+                           " frames missing before frame " + std::to_string(meta.frame_number));
+        }
+        if (outcome.implicit_series_start) {
+          metrics_.series_started.Increment();
+          std::lock_guard lock(series_mutex_);
+          series_id_ = outcome.series.id;
+          series_announced_ = false;
+          energy_axis_ = meta.energy_axis;
+        }
+        work.kind = WorkItem::Kind::kFrame;
+        work.batch = std::move(outcome.batch);
+        work.opens_series = outcome.implicit_series_start;
+        work.series = outcome.series;
+        break;
+      }
+    }
+    pipeline_.Submit(std::move(work));
+  }
+}
+
+void Service::PublishLoop() {
+  stream::ResultPublisher publisher(publish_, stream::NewPublisherEpoch());
+  double next_snapshot = NowSteady() + options_.snapshot_period_s;
+  double next_status = NowSteady() + options_.status_period_s;
+  OutMessage m;
+  while (true) {
+    const bool got = out_.PopFor(&m, std::chrono::milliseconds(20));
+    if (got) {
+      switch (m.kind) {
+        case OutMessage::Kind::kEnvelope: {
+          const double t0 = NowSteady();
+          publisher.Publish(m.topic, *m.envelope, m.payload);
+          const double t1 = NowSteady();
+          metrics_.Published(m.topic).Increment();
+          metrics_.spectra_published.Increment(static_cast<double>(m.spectra));
+          metrics_.Latency(Stage::kPublish).Observe(t1 - t0);
+          if (m.receive_time_s > 0) metrics_.Latency(Stage::kEndToEnd).Observe(t1 - m.receive_time_s);
+          break;
+        }
+        case OutMessage::Kind::kSnapshotRequest:
+          PublishSnapshot(publisher, m.reason);
+          break;
+        case OutMessage::Kind::kStatusRequest:
+          PublishStatus(publisher);
+          break;
+      }
+      m = OutMessage{};  // releases the in-flight slot
+    } else if (publisher_done_.load() && out_.Size() == 0) {
+      break;
+    }
+    const double now = NowSteady();
+    if (options_.snapshot_period_s > 0 && now >= next_snapshot) {
+      if (pipeline_.Model()->spectra_seen > 0) PublishSnapshot(publisher, "periodic");
+      next_snapshot = now + options_.snapshot_period_s;
+    }
+    if (options_.status_period_s > 0 && now >= next_status) {
+      PublishStatus(publisher);
+      next_status = now + options_.status_period_s;
+    }
+  }
+  PublishStatus(publisher);
+}
+
+void Service::PublishSnapshot(stream::ResultPublisher& publisher, const std::string& reason) {
+  auto model = pipeline_.Model();
+  wire::Envelope env;
+  {
+    std::lock_guard lock(series_mutex_);
+    env.set_series_id(series_id_);
+    auto* axis = env.mutable_snapshot()->mutable_energy_axis();
+    axis->set_offset(energy_axis_.offset);
+    axis->set_dispersion(energy_axis_.dispersion);
+    axis->set_unit(energy_axis_.unit);
+  }
+  auto* s = env.mutable_snapshot();
+  const int rank = model->rank;
+  const auto channels = model->mean.size();
+  s->set_rank(static_cast<uint32_t>(rank));
+  s->set_channel_count(static_cast<uint32_t>(channels));
+  for (int i = 0; i < rank; ++i) s->add_singular_values(model->singular_values[i]);
+  const Eigen::VectorXd explained = model->ExplainedVarianceRatio();
+  for (int i = 0; i < rank && i < explained.size(); ++i) s->add_explained_variance(explained[i]);
+  s->set_spectra_seen(model->spectra_seen);
+  s->set_effective_memory(model->effective_memory);
+  s->set_model_version(model->version);
+  s->set_reason(reason);
+  auto data = std::make_shared<std::vector<float>>(static_cast<size_t>((1 + rank) * channels));
+  if (channels > 0) {
+    Eigen::Map<Eigen::VectorXf>(data->data(), channels) = model->mean;
+    Eigen::Map<Eigen::MatrixXf>(data->data() + channels, channels, rank) = model->basis.leftCols(rank);
+  }
+  publisher.Publish("snapshot", env, stream::Payload{data, data->data(), data->size() * sizeof(float)});
+  metrics_.Published("snapshot").Increment();
+}
+
+void Service::PublishStatus(stream::ResultPublisher& publisher) {
+  wire::Envelope env;
+  *env.mutable_status() = BuildStatus();
+  env.set_series_id(env.status().series_id());
+  publisher.Publish("status", env);
+  metrics_.Published("status").Increment();
+}
+
+wire::Status Service::BuildStatus() const {
+  wire::Status s;
+  s.set_state(stopping_.load() ? "stopping" : pipeline_.frozen() ? "frozen" : "running");
+  {
+    std::lock_guard lock(series_mutex_);
+    s.set_series_id(series_id_);
+    s.set_series_started(series_announced_);
+  }
+  s.set_frames_received(static_cast<uint64_t>(metrics_.frames_received.Value()));
+  s.set_spectra_received(static_cast<uint64_t>(metrics_.spectra_received.Value()));
+  s.set_spectra_published(static_cast<uint64_t>(metrics_.spectra_published.Value()));
+  uint64_t frames_rejected = 0, spectra_rejected = 0;
+  for (auto r : stream::kAllRejectReasons) {
+    frames_rejected += static_cast<uint64_t>(metrics_.FramesRejected(r).Value());
+    spectra_rejected += static_cast<uint64_t>(metrics_.SpectraRejected(r).Value());
+  }
+  s.set_frames_rejected(frames_rejected);
+  s.set_spectra_rejected(spectra_rejected);
+  s.set_sequence_gaps(static_cast<uint64_t>(metrics_.frames_dropped.Value()));
+  auto model = pipeline_.Model();
+  s.set_rank(static_cast<uint32_t>(model->rank));
+  s.set_model_version(model->version);
+  s.set_uptime_s(NowSteady() - start_s_);
+  for (const char* topic : kTopics) {
+    auto* t = s.add_published();
+    t->set_topic(topic);
+    t->set_published(static_cast<uint64_t>(metrics_.Published(topic).Value()));
+  }
+  s.set_frames_in_flight(pipeline_.InFlight());
+  s.set_spectra_in_model(pipeline_.SpectraLearnt());
+  return s;
+}
+
+void Service::ControlLoop() {
+  zmq::pollitem_t item{control_.handle(), 0, ZMQ_POLLIN, 0};
+  while (!publisher_done_.load()) {
+    if (zmq::poll(&item, 1, kPollInterval) <= 0) continue;
+    zmq::message_t request;
+    if (!control_.recv(request, zmq::recv_flags::dontwait)) continue;
+    while (control_.get(zmq::sockopt::rcvmore)) {  // a REQ peer sends one part; drain any extra
+      zmq::message_t extra;
+      (void)control_.recv(extra, zmq::recv_flags::none);
+    }
+    wire::ControlRequest req;
+    wire::ControlReply reply;
+    reply.set_ok(true);
+    if (!req.ParseFromArray(request.data(), static_cast<int>(request.size()))) {
+      reply.set_ok(false);
+      reply.set_message("request is not a ControlRequest");
+    } else {
+      switch (req.command()) {
+        case wire::COMMAND_STATUS:
+          reply.set_message("status");
+          break;
+        case wire::COMMAND_RESET_MODEL:
+          pipeline_.RequestReset();
+          reply.set_message("model reset; learning restarts with the next frame");
+          break;
+        case wire::COMMAND_FREEZE:
+          pipeline_.SetFrozen(true);
+          reply.set_message("model frozen; denoising continues with the current model");
+          break;
+        case wire::COMMAND_RESUME:
+          pipeline_.SetFrozen(false);
+          reply.set_message("model updates resumed");
+          break;
+        case wire::COMMAND_SNAPSHOT: {
+          OutMessage m;
+          m.kind = OutMessage::Kind::kSnapshotRequest;
+          m.reason = "request";
+          out_.Push(std::move(m));
+          reply.set_message("snapshot queued");
+          break;
+        }
+        case wire::COMMAND_SHUTDOWN:
+          reply.set_message("shutting down");
+          Stop();
+          break;
+        default:
+          reply.set_ok(false);
+          reply.set_message("unknown command " + std::to_string(req.command()));
+      }
+      log_->info("control: {} -> {}", wire::Command_Name(req.command()), reply.message());
+    }
+    *reply.mutable_status() = BuildStatus();
+    std::string bytes;
+    reply.SerializeToString(&bytes);
+    control_.send(zmq::buffer(bytes), zmq::send_flags::none);
+  }
+}
+
+}  // namespace specwatch::server

@@ -1,0 +1,72 @@
+#pragma once
+/// The specwatch service: owns the sockets and the threads around the flow graph.
+///
+///   receiver thread   frames socket (SUB/PULL) -> FrameDecoder -> counts -> Pipeline::Submit
+///   TBB workers       the flow graph (server/pipeline.hpp)
+///   publisher thread  OutputQueue -> PUB socket; periodic status and model snapshots
+///   control thread    REP socket: status, reset, freeze, resume, snapshot, shutdown
+///
+/// Construction binds/connects every socket (throws zmq::error_t or std::invalid_argument on a bad endpoint:
+/// a start-up error). Run() blocks until Stop() is called (from any thread, e.g. a signal watcher) or a
+/// shutdown command arrives; it then stops taking frames, finishes those in flight, publishes them and a
+/// final snapshot, and returns.
+
+#include "server/output_queue.hpp"
+#include "server/pipeline.hpp"
+#include "server/service_metrics.hpp"
+#include "server/service_options.hpp"
+#include "results.pb.h"
+
+#include <spdlog/logger.h>
+#include <zmq.hpp>
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+
+namespace specwatch::server {
+
+class Service {
+ public:
+  Service(const ServiceOptions& options, ServiceMetrics& metrics, std::shared_ptr<spdlog::logger> log);
+  ~Service();
+
+  void Run();
+  void Stop() { stop_.store(true); }
+
+  const std::vector<std::string>& publish_endpoints() const { return publish_endpoints_; }
+  const std::vector<std::string>& control_endpoints() const { return control_endpoints_; }
+
+ private:
+  void ReceiveLoop();
+  void PublishLoop();
+  void ControlLoop();
+  wire::Status BuildStatus() const;
+  void PublishSnapshot(stream::ResultPublisher& publisher, const std::string& reason);
+  void PublishStatus(stream::ResultPublisher& publisher);
+
+  const ServiceOptions& options_;
+  ServiceMetrics& metrics_;
+  std::shared_ptr<spdlog::logger> log_;
+  zmq::context_t context_;
+  zmq::socket_t frames_;
+  zmq::socket_t publish_;
+  zmq::socket_t control_;
+  std::vector<std::string> publish_endpoints_;
+  std::vector<std::string> control_endpoints_;
+  OutputQueue out_;
+  Pipeline pipeline_;
+  const double start_s_;
+
+  std::atomic<bool> stop_{false};            // stop taking frames
+  std::atomic<bool> publisher_done_{false};  // graph drained, final messages queued
+  std::atomic<bool> stopping_{false};
+
+  mutable std::mutex series_mutex_;
+  std::string series_id_;
+  bool series_announced_ = false;
+  EnergyAxis energy_axis_;
+};
+
+}  // namespace specwatch::server

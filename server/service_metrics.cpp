@@ -1,0 +1,65 @@
+#include "server/service_metrics.hpp"
+
+namespace specwatch::server {
+namespace {
+
+prometheus::Counter& MakeCounter(prometheus::Registry& r, const std::string& name, const std::string& help) {
+  return prometheus::BuildCounter().Name(name).Help(help).Register(r).Add({});
+}
+prometheus::Gauge& MakeGauge(prometheus::Registry& r, const std::string& name, const std::string& help) {
+  return prometheus::BuildGauge().Name(name).Help(help).Register(r).Add({});
+}
+
+}  // namespace
+
+ServiceMetrics::ServiceMetrics(prometheus::Registry& r)
+    : frames_received(MakeCounter(r, "specwatch_frames_received_total", "Frame messages received")),
+      spectra_received(MakeCounter(r, "specwatch_spectra_received_total",
+                                   "Spectra declared by received frame headers")),
+      spectra_published(MakeCounter(r, "specwatch_spectra_published_total", "Spectra published denoised")),
+      frames_dropped(MakeCounter(r, "specwatch_frames_dropped_total",
+                                 "Frames missing from the detector's numbering (lost before the service)")),
+      sequence_gaps(MakeCounter(r, "specwatch_sequence_gaps_total", "Jumps in the detector's frame numbering")),
+      series_started(MakeCounter(r, "specwatch_series_total", "Series started (announced or inferred)")),
+      model_spectra(MakeCounter(r, "specwatch_model_spectra_total", "Spectra the model learnt from")),
+      model_spectra_skipped(MakeCounter(r, "specwatch_model_spectra_skipped_total",
+                                        "Spectra denoised but not learnt from (update busy or frozen)")),
+      frames_in_flight(MakeGauge(r, "specwatch_frames_in_flight", "Frames inside the flow graph")),
+      model_rank(MakeGauge(r, "specwatch_model_rank", "Components used to denoise")),
+      model_version(MakeGauge(r, "specwatch_model_version", "Model updates applied")),
+      published_family_(prometheus::BuildCounter()
+                            .Name("specwatch_published_messages_total")
+                            .Help("Messages published, by topic")
+                            .Register(r)) {
+  auto& frames = prometheus::BuildCounter()
+                     .Name("specwatch_frames_rejected_total")
+                     .Help("Messages rejected, by reason")
+                     .Register(r);
+  auto& spectra = prometheus::BuildCounter()
+                      .Name("specwatch_spectra_rejected_total")
+                      .Help("Spectra in rejected frames (as declared by their header), by reason")
+                      .Register(r);
+  for (auto reason : stream::kAllRejectReasons) {
+    frames_rejected_[reason] = &frames.Add({{"reason", stream::ReasonLabel(reason)}});
+    spectra_rejected_[reason] = &spectra.Add({{"reason", stream::ReasonLabel(reason)}});
+  }
+  for (const char* topic : kTopics) published_[topic] = &published_family_.Add({{"topic", topic}});
+  auto& latency = prometheus::BuildHistogram()
+                      .Name("specwatch_stage_latency_seconds")
+                      .Help("Time spent per stage; end_to_end is receipt to publish")
+                      .Register(r);
+  const prometheus::Histogram::BucketBoundaries buckets = {1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3,
+                                                           2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 1.0};
+  for (size_t i = 0; i < kStageLabels.size(); ++i) {
+    latency_[i] = &latency.Add({{"stage", kStageLabels[i]}}, buckets);
+  }
+}
+
+prometheus::Counter& ServiceMetrics::Published(const std::string& topic) {
+  auto it = published_.find(topic);
+  if (it != published_.end()) return *it->second;
+  // Only the publisher thread publishes, so adding here is single-threaded.
+  return *published_.emplace(topic, &published_family_.Add({{"topic", topic}})).first->second;
+}
+
+}  // namespace specwatch::server

@@ -1,0 +1,56 @@
+#pragma once
+/// The service's Prometheus metrics, built once from an injected registry and passed by reference to the
+/// parts that count. prometheus-cpp counters, gauges and histograms are thread-safe.
+
+#include "stream/frame_decoder.hpp"
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <array>
+#include <map>
+#include <string>
+
+namespace specwatch::server {
+
+/// Stages whose latency is measured (label `stage` of specwatch_stage_latency_seconds).
+enum class Stage { kDecode, kDenoise, kModelUpdate, kPublish, kEndToEnd };
+inline constexpr std::array<const char*, 5> kStageLabels = {"decode", "denoise", "model_update", "publish",
+                                                            "end_to_end"};
+
+class ServiceMetrics {
+ public:
+  explicit ServiceMetrics(prometheus::Registry& registry);
+
+  prometheus::Counter& frames_received;
+  prometheus::Counter& spectra_received;
+  prometheus::Counter& spectra_published;
+  prometheus::Counter& frames_dropped;     ///< frames missing from the detector's numbering
+  prometheus::Counter& sequence_gaps;      ///< gap events (one per jump in frame numbers)
+  prometheus::Counter& series_started;
+  prometheus::Counter& model_spectra;      ///< spectra the model learnt from
+  prometheus::Counter& model_spectra_skipped;  ///< spectra not learnt (update busy, frozen or warm-up done)
+  prometheus::Gauge& frames_in_flight;
+  prometheus::Gauge& model_rank;
+  prometheus::Gauge& model_version;
+
+  prometheus::Counter& FramesRejected(stream::RejectReason r) { return *frames_rejected_.at(r); }
+  prometheus::Counter& SpectraRejected(stream::RejectReason r) { return *spectra_rejected_.at(r); }
+  prometheus::Counter& Published(const std::string& topic);
+  prometheus::Histogram& Latency(Stage s) { return *latency_[static_cast<size_t>(s)]; }
+
+ private:
+  prometheus::Family<prometheus::Counter>& published_family_;
+  std::map<stream::RejectReason, prometheus::Counter*> frames_rejected_;
+  std::map<stream::RejectReason, prometheus::Counter*> spectra_rejected_;
+  std::map<std::string, prometheus::Counter*> published_;  // filled at construction for known topics
+  std::array<prometheus::Histogram*, kStageLabels.size()> latency_{};
+};
+
+/// Topics the service publishes; their counters exist from the start (so dashboards show zeros).
+inline constexpr std::array<const char*, 3> kTopics = {"denoised", "snapshot", "status"};
+
+}  // namespace specwatch::server

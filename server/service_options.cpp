@@ -1,0 +1,225 @@
+#include "server/service_options.hpp"
+
+#include "config.pb.h"
+#include "operators/config_error.hpp"
+
+#include <google/protobuf/io/tokenizer.h>
+#include <google/protobuf/text_format.h>
+
+#include <cmath>
+#include <fstream>
+#include <limits>
+#include <sstream>
+
+namespace specwatch::server {
+namespace {
+
+class CollectErrors : public google::protobuf::io::ErrorCollector {
+ public:
+  void AddError(int line, google::protobuf::io::ColumnNumber column, const std::string& message) override {
+    if (!text.empty()) text += "; ";
+    text += "line " + std::to_string(line + 1) + ", column " + std::to_string(column + 1) + ": " + message;
+  }
+  void AddWarning(int, google::protobuf::io::ColumnNumber, const std::string&) override {}
+  std::string text;
+};
+
+void Require(bool ok, const std::string& message) {
+  if (!ok) throw ConfigError(message);
+}
+
+std::string Str(double v) {
+  std::ostringstream os;
+  os << v;
+  return os.str();
+}
+
+ModelUpdates ParseModelUpdates(const std::string& v, const std::string& where) {
+  if (v == "all") return ModelUpdates::kAll;
+  if (v == "when_idle") return ModelUpdates::kWhenIdle;
+  throw ConfigError(where + " must be \"all\" or \"when_idle\", got \"" + v + "\"");
+}
+
+}  // namespace
+
+void ServiceOptions::Validate() const {
+  Require(frames_socket == "sub" || frames_socket == "pull",
+          "frames_socket must be \"sub\" or \"pull\", got \"" + frames_socket + "\"");
+  Require(!frames_endpoint.empty(), "frames_endpoint must not be empty");
+  Require(!publish_endpoint.empty(), "publish_endpoint must not be empty");
+  Require(!control_endpoint.empty(), "control_endpoint must not be empty");
+  Require(metrics_address.empty() || metrics_address.find(':') != std::string::npos,
+          "metrics_address must be HOST:PORT (or empty to disable), got \"" + metrics_address + "\"");
+  Require(max_frames_in_flight >= 1 && max_frames_in_flight <= 4096,
+          "max_frames_in_flight must be in [1, 4096], got " + std::to_string(max_frames_in_flight));
+  Require(max_message_bytes >= 1024, "max_message_bytes must be >= 1024, got " + std::to_string(max_message_bytes));
+  Require(compute_threads <= 256, "compute_threads must be in [0, 256], got " + std::to_string(compute_threads));
+  Require(std::isfinite(snapshot_period_s) && snapshot_period_s >= 0,
+          "snapshot_period_s must be >= 0, got " + Str(snapshot_period_s));
+  Require(std::isfinite(status_period_s) && status_period_s >= 0,
+          "status_period_s must be >= 0, got " + Str(status_period_s));
+  Require(log_level == "trace" || log_level == "debug" || log_level == "info" || log_level == "warn" ||
+              log_level == "error",
+          "log_level must be one of trace, debug, info, warn, error; got \"" + log_level + "\"");
+  Require(std::isfinite(log_rate_limit_per_s) && log_rate_limit_per_s > 0,
+          "log_rate_limit_per_s must be > 0, got " + Str(log_rate_limit_per_s));
+  Require(receive_buffer_frames >= 1, "receive_buffer_frames must be >= 1");
+  // Channel-dependent limits (rank + oversample <= channels) are checked when the first frame arrives.
+  pca.Validate(/*channels=*/1 << 16);
+}
+
+ServiceOptions LoadConfigFile(const std::string& path, ServiceOptions o) {
+  std::ifstream in(path);
+  if (!in) throw ConfigError("cannot read config file " + path);
+  std::stringstream text;
+  text << in.rdbuf();
+  config::ServiceConfig c;
+  google::protobuf::TextFormat::Parser parser;
+  CollectErrors errors;
+  parser.RecordErrorsTo(&errors);
+  if (!parser.ParseFromString(text.str(), &c)) {
+    throw ConfigError("config file " + path + ": " + errors.text);
+  }
+  if (c.has_frames_endpoint()) o.frames_endpoint = c.frames_endpoint();
+  if (c.has_frames_socket()) o.frames_socket = c.frames_socket();
+  if (c.has_publish_endpoint()) o.publish_endpoint = c.publish_endpoint();
+  if (c.has_control_endpoint()) o.control_endpoint = c.control_endpoint();
+  if (c.has_metrics_address()) o.metrics_address = c.metrics_address();
+  if (c.has_max_frames_in_flight()) o.max_frames_in_flight = c.max_frames_in_flight();
+  if (c.has_max_message_bytes()) o.max_message_bytes = c.max_message_bytes();
+  if (c.has_compute_threads()) o.compute_threads = c.compute_threads();
+  if (c.has_snapshot_period_s()) o.snapshot_period_s = c.snapshot_period_s();
+  if (c.has_status_period_s()) o.status_period_s = c.status_period_s();
+  if (c.has_log_level()) o.log_level = c.log_level();
+  if (c.has_log_rate_limit_per_s()) o.log_rate_limit_per_s = c.log_rate_limit_per_s();
+  if (c.has_receive_buffer_frames()) o.receive_buffer_frames = c.receive_buffer_frames();
+  if (c.has_model_updates()) o.model_updates = ParseModelUpdates(c.model_updates(), "model_updates");
+  if (c.has_pca()) {
+    const auto& p = c.pca();
+    if (p.has_rank()) o.pca.rank = static_cast<int>(p.rank());
+    if (p.has_oversample()) o.pca.oversample = static_cast<int>(p.oversample());
+    if (p.has_block()) o.pca.block = static_cast<int>(p.block());
+    if (p.has_forgetting()) o.pca.forgetting = p.forgetting();
+    if (p.has_reset_on_new_series()) o.reset_model_on_new_series = p.reset_on_new_series();
+    if (p.has_warmup_spectra()) o.warmup_spectra = p.warmup_spectra();
+  }
+  try {
+    o.Validate();
+  } catch (const ConfigError& e) {
+    throw ConfigError("config file " + path + ": " + e.what());
+  }
+  return o;
+}
+
+namespace {
+
+struct Flag {
+  const char* name;
+  const char* value;
+  const char* help;
+};
+
+// One table drives both parsing and --help, so they cannot disagree.
+const Flag kFlags[] = {
+    {"--config", "FILE", "config file, protobuf text format (deploy/specwatch.conf documents every key)"},
+    {"--frames", "ENDPOINT", "detector frames, default >tcp://127.0.0.1:5555 (@ bind, > connect)"},
+    {"--frames-socket", "sub|pull", "socket type for frames, default sub"},
+    {"--publish", "ENDPOINT", "results PUB socket, default @tcp://127.0.0.1:5556"},
+    {"--control", "ENDPOINT", "control REP socket, default @tcp://127.0.0.1:5557"},
+    {"--metrics", "HOST:PORT", "Prometheus endpoint, default 127.0.0.1:9464; \"\" disables"},
+    {"--rank", "K", "PCA components used to denoise, default 8"},
+    {"--threads", "N", "compute threads, default 0 = one per core"},
+    {"--log-level", "LEVEL", "trace, debug, info (default), warn, error"},
+    {"--check-config", "", "validate the configuration, print it and exit"},
+    {"--help", "", "this text"},
+};
+
+uint64_t ParseUnsigned(const std::string& flag, const std::string& v) {
+  try {
+    size_t used = 0;
+    const long long x = std::stoll(v, &used);
+    if (used != v.size() || x < 0) throw std::invalid_argument(v);
+    return static_cast<uint64_t>(x);
+  } catch (const std::exception&) {
+    throw ConfigError(flag + " needs a non-negative integer, got \"" + v + "\"");
+  }
+}
+
+}  // namespace
+
+CommandLine ParseCommandLine(const std::vector<std::string>& args) {
+  CommandLine cl;
+  for (size_t i = 0; i + 1 < args.size(); ++i) {
+    if (args[i] == "--config") cl.options = LoadConfigFile(args[i + 1]);
+  }
+  ServiceOptions& o = cl.options;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--help" || a == "-h") {
+      cl.help = true;
+      continue;
+    }
+    if (a == "--check-config") {
+      cl.check_config = true;
+      continue;
+    }
+    const Flag* flag = nullptr;
+    for (const auto& f : kFlags) {
+      if (a == f.name) flag = &f;
+    }
+    if (flag == nullptr) throw ConfigError("unknown option " + a + " (see specwatch --help)");
+    if (i + 1 >= args.size()) throw ConfigError(a + " needs a value: " + flag->value);
+    const std::string v = args[++i];
+    if (a == "--config") continue;
+    if (a == "--frames") o.frames_endpoint = v;
+    if (a == "--frames-socket") o.frames_socket = v;
+    if (a == "--publish") o.publish_endpoint = v;
+    if (a == "--control") o.control_endpoint = v;
+    if (a == "--metrics") o.metrics_address = v;
+    if (a == "--rank") o.pca.rank = static_cast<int>(ParseUnsigned(a, v));
+    if (a == "--threads") o.compute_threads = static_cast<uint32_t>(ParseUnsigned(a, v));
+    if (a == "--log-level") o.log_level = v;
+  }
+  if (!cl.help) o.Validate();
+  return cl;
+}
+
+std::string HelpText() {
+  std::ostringstream os;
+  os << "specwatch: real-time streaming PCA denoising of detector spectra.\n\n"
+        "usage: specwatch [--config FILE] [--frames ENDPOINT] [--publish ENDPOINT] [--control ENDPOINT]\n"
+        "                 [--metrics HOST:PORT] [options]\n\n"
+        "Command-line values override the config file.\n\noptions:\n";
+  for (const auto& f : kFlags) {
+    std::string left = std::string("  ") + f.name + (f.value[0] ? std::string(" ") + f.value : "");
+    if (left.size() < 26) left.resize(26, ' ');
+    os << left << " " << f.help << "\n";
+  }
+  const ServiceOptions d;
+  os << "\nconfig file keys (protobuf text format, e.g. `pca { rank: 12 }`), with defaults:\n"
+     << "  frames_endpoint: \"" << d.frames_endpoint << "\"\n"
+     << "  frames_socket: \"" << d.frames_socket << "\"            sub | pull\n"
+     << "  publish_endpoint: \"" << d.publish_endpoint << "\"\n"
+     << "  control_endpoint: \"" << d.control_endpoint << "\"\n"
+     << "  metrics_address: \"" << d.metrics_address << "\"    \"\" disables\n"
+     << "  max_frames_in_flight: " << d.max_frames_in_flight << "           frames inside the flow graph at once\n"
+     << "  max_message_bytes: " << d.max_message_bytes << "       larger messages are rejected (too_large)\n"
+     << "  compute_threads: " << d.compute_threads << "                 0 = one per core\n"
+     << "  snapshot_period_s: " << d.snapshot_period_s << "               model snapshot period, 0 = on request only\n"
+     << "  status_period_s: " << d.status_period_s << "                 status message period, 0 = on request only\n"
+     << "  log_level: \"" << d.log_level << "\"\n"
+     << "  log_rate_limit_per_s: " << d.log_rate_limit_per_s << "            per-frame problem log lines per second and reason\n"
+     << "  receive_buffer_frames: " << d.receive_buffer_frames << "        ZeroMQ receive high-water mark, messages\n"
+     << "  model_updates: \"when_idle\"       all | when_idle (skip learning from frames arriving during an update)\n"
+     << "  pca {\n"
+     << "    rank: " << d.pca.rank << "                        components used to denoise\n"
+     << "    oversample: " << d.pca.oversample << "                  extra components tracked\n"
+     << "    block: " << d.pca.block << "                      spectra per model update\n"
+     << "    forgetting: " << d.pca.forgetting << "                 per spectrum, (0, 1]; memory 1/(1-forgetting)\n"
+     << "    reset_on_new_series: false     fresh model at each series start\n"
+     << "    warmup_spectra: " << d.warmup_spectra << "            spectra learnt before the model denoises\n"
+     << "  }\n";
+  return os.str();
+}
+
+}  // namespace specwatch::server
