@@ -23,7 +23,7 @@ Pipeline::Pipeline(const ServiceOptions& options, ServiceMetrics& metrics, Outpu
       metrics_(metrics),
       out_(out),
       log_(std::move(log)),
-      slots_(static_cast<std::ptrdiff_t>(options.max_frames_in_flight)),
+      slots_(std::make_shared<Slots>(options.max_frames_in_flight, metrics.frames_in_flight)),
       model_(std::make_shared<const PcaModel>()),
       denoise_(graph_, tbb::flow::unlimited, [this](WorkItem item) { return DenoiseItem(std::move(item)); }),
       order_(graph_, [](const ProcessedPtr& p) { return static_cast<size_t>(p->item.index); }),
@@ -43,11 +43,11 @@ Pipeline::Pipeline(const ServiceOptions& options, ServiceMetrics& metrics, Outpu
 Pipeline::~Pipeline() { graph_.wait_for_all(); }
 
 void Pipeline::Submit(WorkItem item) {
-  slots_.acquire();
-  metrics_.frames_in_flight.Set(++in_flight_);
-  item.token = InFlightToken(static_cast<void*>(this), [this](void*) {
-    metrics_.frames_in_flight.Set(--in_flight_);
-    slots_.release();
+  slots_->free.acquire();
+  slots_->gauge.Set(++slots_->in_flight);
+  item.token = InFlightToken(slots_.get(), [slots = slots_](void*) {
+    slots->gauge.Set(--slots->in_flight);
+    slots->free.release();
   });
   item.index = next_index_++;
   denoise_.try_put(std::move(item));
@@ -89,6 +89,7 @@ Pipeline::ProcessedPtr Pipeline::DenoiseItem(WorkItem item) const {
   d->set_rank(usable ? static_cast<uint32_t>(model->rank) : 0);
   d->set_model_version(usable ? model->version : 0);
   d->set_pass(b.positions.empty() ? 0 : b.positions.front().pass);
+  d->set_acquisition_time_s(b.meta.acquisition_time_s);
   p->result = std::move(result);
   p->envelope = std::move(env);
   return p;

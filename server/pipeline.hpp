@@ -71,7 +71,7 @@ class Pipeline {
   void RequestReset();
   void SetFrozen(bool frozen) { frozen_.store(frozen); }
   bool frozen() const { return frozen_.load(); }
-  uint32_t InFlight() const { return in_flight_.load(); }
+  uint32_t InFlight() const { return slots_->in_flight.load(); }
   uint64_t SpectraLearnt() const { return learnt_since_reset_.load(); }
 
  private:
@@ -88,8 +88,14 @@ class Pipeline {
   OutputQueue& out_;
   std::shared_ptr<spdlog::logger> log_;
 
-  std::counting_semaphore<4096> slots_;
-  std::atomic<uint32_t> in_flight_{0};
+  /// Shared with every token, so a token outliving the pipeline (say, in a queue) stays safe.
+  struct Slots {
+    explicit Slots(uint32_t n, prometheus::Gauge& g) : free(static_cast<std::ptrdiff_t>(n)), gauge(g) {}
+    std::counting_semaphore<4096> free;
+    std::atomic<uint32_t> in_flight{0};
+    prometheus::Gauge& gauge;
+  };
+  std::shared_ptr<Slots> slots_;
   uint64_t next_index_ = 0;
 
   std::atomic<std::shared_ptr<const PcaModel>> model_;

@@ -1,0 +1,210 @@
+#include <doctest/doctest.h>
+
+#include "operators/denoiser.hpp"
+#include "server/pipeline.hpp"
+
+#include <prometheus/registry.h>
+#include <spdlog/sinks/null_sink.h>
+#include <spdlog/spdlog.h>
+#include <tbb/global_control.h>
+
+#include <random>
+#include <thread>
+
+using namespace specwatch;
+using namespace specwatch::server;
+
+namespace {
+
+constexpr int kChannels = 64;
+constexpr int kSpectraPerFrame = 16;
+
+// Spectra on a 3-component subspace plus Gaussian noise: something a rank-3 model can learn.
+BatchPtr MakeFrame(uint64_t number, std::mt19937& rng) {
+  static const Eigen::MatrixXf basis = [] {
+    std::mt19937 g(7);
+    std::uniform_real_distribution<float> u(0.0f, 50.0f);
+    Eigen::MatrixXf b(kChannels, 3);
+    for (int i = 0; i < b.size(); ++i) b.data()[i] = u(g);
+    return b;
+  }();
+  std::uniform_real_distribution<float> a(0.0f, 1.0f);
+  std::normal_distribution<float> noise(0.0f, 0.5f);
+  auto batch = std::make_shared<SpectrumBatch>();
+  batch->meta.series_id = "test";
+  batch->meta.frame_number = number;
+  batch->counts.resize(kChannels, kSpectraPerFrame);
+  for (int s = 0; s < kSpectraPerFrame; ++s) {
+    Eigen::Vector3f w(a(rng), a(rng), a(rng));
+    batch->counts.col(s) = basis * w;
+    for (int c = 0; c < kChannels; ++c) batch->counts(c, s) += noise(rng);
+  }
+  batch->positions.resize(kSpectraPerFrame);
+  return batch;
+}
+
+struct Fixture {
+  ServiceOptions options;
+  prometheus::Registry registry;
+  ServiceMetrics metrics{registry};
+  OutputQueue out;
+  std::shared_ptr<spdlog::logger> log =
+      std::make_shared<spdlog::logger>("test", std::make_shared<spdlog::sinks::null_sink_mt>());
+  Fixture() {
+    options.pca.rank = 3;
+    options.pca.oversample = 4;
+    options.pca.block = 16;
+    options.warmup_spectra = 64;
+    options.model_updates = ModelUpdates::kAll;
+  }
+};
+
+std::vector<OutMessage> DrainQueue(OutputQueue& q) {
+  std::vector<OutMessage> all;
+  OutMessage m;
+  while (q.PopFor(&m, std::chrono::milliseconds(0))) all.push_back(std::move(m));
+  return all;
+}
+
+}  // namespace
+
+TEST_CASE("the flow graph publishes every frame once, in order, with 1 and with 2 threads") {
+  for (int threads : {1, 2}) {
+    CAPTURE(threads);
+    tbb::global_control limit(tbb::global_control::max_allowed_parallelism, threads);
+    Fixture f;
+    f.options.max_frames_in_flight = 64;
+    std::mt19937 rng(1);
+    std::vector<BatchPtr> sent;
+    std::vector<OutMessage> published;
+    {
+      Pipeline p(f.options, f.metrics, f.out, f.log);
+      WorkItem start;
+      start.kind = WorkItem::Kind::kSeriesStart;
+      start.series.id = "test";
+      p.Submit(start);
+      for (uint64_t n = 0; n < 40; ++n) {
+        WorkItem w;
+        w.batch = MakeFrame(n, rng);
+        sent.push_back(w.batch);
+        p.Submit(std::move(w));
+        if (n % 8 == 7) {  // consume as a publisher would, so slots free up
+          for (auto& m : DrainQueue(f.out)) published.push_back(std::move(m));
+        }
+      }
+      WorkItem end;
+      end.kind = WorkItem::Kind::kSeriesEnd;
+      p.Submit(end);
+      p.Drain();
+      for (auto& m : DrainQueue(f.out)) published.push_back(std::move(m));
+      CHECK(f.metrics.model_spectra.Value() == doctest::Approx(40.0 * kSpectraPerFrame));
+      CHECK(p.Model()->rank == 3);
+    }
+    REQUIRE(published.size() == 41);  // 40 denoised + the series-end snapshot request
+    for (size_t i = 0; i < 40; ++i) {
+      REQUIRE(published[i].kind == OutMessage::Kind::kEnvelope);
+      CHECK(published[i].topic == "denoised");
+      CHECK(published[i].envelope->denoised().frame_number() == i);
+      CHECK(published[i].spectra == kSpectraPerFrame);
+      CHECK(published[i].payload.bytes == size_t{kChannels} * kSpectraPerFrame * sizeof(float));
+    }
+    CHECK(published[40].kind == OutMessage::Kind::kSnapshotRequest);
+    CHECK(published[40].reason == "series_end");
+    // Before warm-up the data pass through unchanged (rank 0); after it the model denoises.
+    CHECK(published[0].envelope->denoised().rank() == 0);
+    const auto& last = published[39];
+    CHECK(last.envelope->denoised().rank() == 3);
+    const float* den = static_cast<const float*>(last.payload.data);
+    Eigen::Map<const CountsMatrix> denoised(den, kChannels, kSpectraPerFrame);
+    // Noise sd 0.5 per channel; a rank-3 projection keeps ~3/64 of it, so the residual norm is close to
+    // 0.5 * sqrt(61) ~ 3.9 and the denoised spectrum is nearer the noiseless one than the raw.
+    const auto& raw = sent[39]->counts;
+    for (int s = 0; s < kSpectraPerFrame; ++s) {
+      const float r = last.envelope->denoised().residual_norm(s);
+      CHECK(r == doctest::Approx((raw.col(s) - denoised.col(s)).norm()).epsilon(1e-4));
+      CHECK(r > 2.0f);
+      CHECK(r < 6.0f);
+    }
+  }
+}
+
+TEST_CASE("no more than max_frames_in_flight frames are inside at once") {
+  Fixture f;
+  f.options.max_frames_in_flight = 3;
+  std::mt19937 rng(2);
+  Pipeline p(f.options, f.metrics, f.out, f.log);
+  std::atomic<int> submitted{0};
+  std::thread feeder([&] {
+    for (uint64_t n = 0; n < 10; ++n) {
+      WorkItem w;
+      w.batch = MakeFrame(n, rng);
+      p.Submit(std::move(w));
+      ++submitted;
+    }
+  });
+  // Nobody publishes: the messages (and their slots) stay queued, so the feeder blocks after 3.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  CHECK(submitted.load() == 3);
+  CHECK(p.InFlight() == 3);
+  CHECK(f.metrics.frames_in_flight.Value() == 3);
+  size_t consumed = 0;
+  while (consumed < 10) consumed += DrainQueue(f.out).size();
+  feeder.join();
+  p.Drain();
+  CHECK(submitted.load() == 10);
+  CHECK(p.InFlight() == 0);
+}
+
+TEST_CASE("freeze stops learning, resume restarts it, reset forgets") {
+  Fixture f;
+  std::mt19937 rng(3);
+  Pipeline p(f.options, f.metrics, f.out, f.log);
+  auto feed = [&](int frames) {
+    for (int n = 0; n < frames; ++n) {
+      static uint64_t number = 0;
+      WorkItem w;
+      w.batch = MakeFrame(number++, rng);
+      p.Submit(std::move(w));
+      DrainQueue(f.out);
+    }
+    p.Drain();
+    DrainQueue(f.out);
+  };
+  feed(8);
+  const auto version = p.Model()->version;
+  CHECK(version > 0);
+  p.SetFrozen(true);
+  feed(8);
+  CHECK(p.Model()->version == version);
+  CHECK(f.metrics.model_spectra_skipped.Value() == doctest::Approx(8.0 * kSpectraPerFrame));
+  p.SetFrozen(false);
+  feed(8);
+  CHECK(p.Model()->version > version);
+  p.RequestReset();
+  p.Drain();
+  CHECK(p.Model()->version == 0);
+  CHECK(p.Model()->spectra_seen == 0);
+  CHECK(p.SpectraLearnt() == 0);
+}
+
+TEST_CASE("when_idle learns from a subset when updates cannot keep up, but denoises everything") {
+  Fixture f;
+  f.options.model_updates = ModelUpdates::kWhenIdle;
+  f.options.max_frames_in_flight = 64;
+  std::mt19937 rng(4);
+  Pipeline p(f.options, f.metrics, f.out, f.log);
+  size_t published = 0;
+  for (uint64_t n = 0; n < 200; ++n) {
+    WorkItem w;
+    w.batch = MakeFrame(n, rng);
+    p.Submit(std::move(w));
+    published += DrainQueue(f.out).size();
+  }
+  p.Drain();
+  published += DrainQueue(f.out).size();
+  CHECK(published == 200);
+  const double learnt = f.metrics.model_spectra.Value();
+  const double skipped = f.metrics.model_spectra_skipped.Value();
+  CHECK(learnt + skipped == doctest::Approx(200.0 * kSpectraPerFrame));
+  CHECK(learnt > 0);
+}
