@@ -55,7 +55,7 @@ void Pipeline::Submit(WorkItem item) {
 
 void Pipeline::Drain() { graph_.wait_for_all(); }
 
-void Pipeline::RequestReset() { model_update_->try_put(UpdateItem{}); }
+void Pipeline::RequestReset() { model_update_->try_put(UpdateItem{UpdateItem::Op::kReset, nullptr, false}); }
 
 Pipeline::ProcessedPtr Pipeline::DenoiseItem(WorkItem item) const {
   auto p = std::make_shared<Processed>();
@@ -105,14 +105,10 @@ void Pipeline::InOrder(const ProcessedPtr& p) {
       if (options_.reset_model_on_new_series) RequestReset();
       item.token.reset();
       return;
-    case WorkItem::Kind::kSeriesEnd: {
-      OutMessage m;
-      m.kind = OutMessage::Kind::kSnapshotRequest;
-      m.reason = "series_end";
-      m.token = std::move(item.token);
-      out_.Push(std::move(m));
+    case WorkItem::Kind::kSeriesEnd:
+      // Through the model stage, so the snapshot includes every frame of the series.
+      model_update_->try_put(UpdateItem{UpdateItem::Op::kSeriesEnd, p, false});
       return;
-    }
     case WorkItem::Kind::kFrame:
       break;
   }
@@ -127,7 +123,7 @@ void Pipeline::InOrder(const ProcessedPtr& p) {
                                          pending_updates_.load() == 0);
   if (offer) {
     ++pending_updates_;
-    model_update_->try_put(UpdateItem{p, true});
+    model_update_->try_put(UpdateItem{UpdateItem::Op::kLearn, p, true});
   } else {
     metrics_.model_spectra_skipped.Increment(static_cast<double>(b.Spectra()));
   }
@@ -144,7 +140,20 @@ void Pipeline::InOrder(const ProcessedPtr& p) {
 
 void Pipeline::ModelUpdate(const UpdateItem& u) {
   if (u.counted_pending) --pending_updates_;
-  if (!u.processed) {
+  if (u.op == UpdateItem::Op::kSeriesEnd) {
+    if (svd_ && svd_->buffered() > 0 && !frozen_.load()) {
+      svd_->Flush();
+      model_.store(svd_->Model(), std::memory_order_release);
+      metrics_.model_version.Set(static_cast<double>(svd_->Model()->version));
+    }
+    OutMessage m;
+    m.kind = OutMessage::Kind::kSnapshotRequest;
+    m.reason = "series_end";
+    m.token = u.processed->item.token;
+    out_.Push(std::move(m));
+    return;
+  }
+  if (u.op == UpdateItem::Op::kReset) {
     if (svd_) svd_->Reset();
     model_.store(std::make_shared<const PcaModel>(), std::memory_order_release);
     learnt_since_reset_.store(0);

@@ -4,7 +4,8 @@
 ///   Submit ─▶ denoise (function_node, unlimited: stateless, parallel)
 ///           ─▶ sequencer_node (restores receive order)
 ///           ─▶ in_order (function_node, serial: series bookkeeping, hands messages to the publisher)
-///           ─▶ model_update (function_node, serial, queueing: IncrementalSvd::Add in frame order)
+///           ─▶ model_update (function_node, serial, queueing: IncrementalSvd::Add in frame order; at a
+///              series end it flushes the model and then asks for the series-end snapshot)
 ///
 /// At most `max_frames_in_flight` work items are inside at once: Submit blocks for a slot, and a slot is
 /// freed when the item's last message has been published and its model update (if any) has run. Under
@@ -48,9 +49,11 @@ struct DenoisedItem {
   std::shared_ptr<wire::Envelope> envelope;  ///< kFrame: the "denoised" message, built off the serial path
 };
 
-/// What the serial model-update stage receives.
+/// What the serial model-update stage receives, in frame order.
 struct ModelUpdateItem {
-  std::shared_ptr<DenoisedItem> processed;  ///< null: a reset marker
+  enum class Op { kLearn, kReset, kSeriesEnd };
+  Op op = Op::kLearn;
+  std::shared_ptr<DenoisedItem> processed;  ///< kLearn: the frame; kSeriesEnd: the end marker
   bool counted_pending = false;             ///< it was counted in the pending updates
 };
 

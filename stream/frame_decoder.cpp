@@ -245,19 +245,32 @@ struct FrameDecoder::Impl {
 
 DecodeOutcome FrameDecoder::Decode(std::span<const zmq::message_t> parts, uint64_t receive_index,
                                    double receive_time_s) {
+  // Parse the header first whatever else is wrong, so a rejection can name the frame and count its spectra.
+  wire::DetectorMessage msg;
+  const bool parsed = !parts.empty() &&
+                      msg.ParseFromArray(parts[0].data(), static_cast<int>(parts[0].size())) &&
+                      msg.body_case() != wire::DetectorMessage::BODY_NOT_SET;
+  const bool is_frame = parsed && msg.body_case() == wire::DetectorMessage::kFrame;
+  const std::string name = is_frame ? FrameName(msg.frame()) : std::string("message");
+  const std::string series = is_frame ? msg.frame().series_id() : std::string();
+  const std::optional<uint64_t> number =
+      is_frame ? std::optional<uint64_t>(msg.frame().frame_number()) : std::nullopt;
+  const uint64_t spectra = is_frame ? msg.frame().spectrum_count() : 0;
+
   uint64_t total = 0;
   for (const auto& p : parts) total += p.size();
   if (total > options_.max_message_bytes) {
-    return Reject(RejectReason::kTooLarge, "message of " + std::to_string(total) + " bytes exceeds the limit of " +
-                                               std::to_string(options_.max_message_bytes));
+    return Reject(RejectReason::kTooLarge,
+                  name + " of " + std::to_string(total) + " bytes exceeds the limit of " +
+                      std::to_string(options_.max_message_bytes),
+                  series, number, spectra);
   }
   if (parts.empty() || parts.size() > 2) {
     return Reject(RejectReason::kPartCount,
-                  "message with " + std::to_string(parts.size()) + " parts (expected 1 or 2)");
+                  name + " with " + std::to_string(parts.size()) + " parts (expected 1 or 2)", series, number,
+                  spectra);
   }
-  wire::DetectorMessage msg;
-  if (!msg.ParseFromArray(parts[0].data(), static_cast<int>(parts[0].size())) ||
-      msg.body_case() == wire::DetectorMessage::BODY_NOT_SET) {
+  if (!parsed) {
     return Reject(RejectReason::kHeaderParse,
                   "first part (" + std::to_string(parts[0].size()) + " bytes) is not a DetectorMessage");
   }
