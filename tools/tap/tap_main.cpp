@@ -9,6 +9,7 @@
 #include <zmq_addon.hpp>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -175,9 +176,14 @@ int main(int argc, char** argv) {
   zmq::pollitem_t item{sub.handle(), 0, ZMQ_POLLIN, 0};
   while (!g_stop && (count == 0 || received < count)) {
     if (seconds > 0 && std::chrono::steady_clock::now() - start >= std::chrono::duration<double>(seconds)) break;
-    if (zmq::poll(&item, 1, std::chrono::milliseconds(50)) <= 0) continue;
     parts.clear();
-    if (!zmq::recv_multipart(sub, std::back_inserter(parts), zmq::recv_flags::dontwait)) continue;
+    try {
+      if (zmq::poll(&item, 1, std::chrono::milliseconds(50)) <= 0) continue;
+      if (!zmq::recv_multipart(sub, std::back_inserter(parts), zmq::recv_flags::dontwait)) continue;
+    } catch (const zmq::error_t& e) {
+      if (e.num() == EINTR) continue;  // a signal: the loop condition sees g_stop
+      throw;
+    }
     ++received;
     if (recording.is_open()) Record(recording, parts);
     const std::string topic = parts[0].to_string();
