@@ -82,13 +82,14 @@ Pipeline::ProcessedPtr Pipeline::DenoiseItem(WorkItem item) const {
     auto* w = d->add_positions();
     w->set_x(pos.x);
     w->set_y(pos.y);
+    w->set_scan_pass(pos.pass);
   }
   d->mutable_residual_norm()->Add(result->residual_norm.data(),
                                   result->residual_norm.data() + result->residual_norm.size());
   *d->mutable_energy_axis() = ToWire(b.meta.energy_axis);
   d->set_rank(usable ? static_cast<uint32_t>(model->rank) : 0);
   d->set_model_version(usable ? model->version : 0);
-  d->set_pass(b.positions.empty() ? 0 : b.positions.front().pass);
+  d->set_scan_pass(b.positions.empty() ? 0 : b.positions.front().pass);
   d->set_acquisition_time_s(b.meta.acquisition_time_s);
   p->result = std::move(result);
   p->envelope = std::move(env);

@@ -143,7 +143,7 @@ void Service::ReceiveLoop() {
 }
 
 void Service::PublishLoop() {
-  stream::ResultPublisher publisher(publish_, stream::NewPublisherEpoch());
+  stream::ResultPublisher publisher(publish_, epoch_);
   double next_snapshot = NowSteady() + options_.snapshot_period_s;
   double next_status = NowSteady() + options_.status_period_s;
   OutMessage m;
@@ -255,6 +255,8 @@ wire::Status Service::BuildStatus() const {
   }
   s.set_frames_in_flight(pipeline_.InFlight());
   s.set_spectra_in_model(pipeline_.SpectraLearnt());
+  s.set_publisher_epoch(epoch_);
+  s.set_model_spectra_skipped(static_cast<uint64_t>(metrics_.model_spectra_skipped.Value()));
   return s;
 }
 

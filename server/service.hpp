@@ -58,6 +58,7 @@ class Service {
   OutputQueue out_;
   Pipeline pipeline_;
   const double start_s_;
+  const uint64_t epoch_ = stream::NewPublisherEpoch();  ///< on every envelope and status
 
   std::atomic<bool> stop_{false};            // stop taking frames
   std::atomic<bool> publisher_done_{false};  // graph drained, final messages queued

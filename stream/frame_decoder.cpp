@@ -222,7 +222,7 @@ struct FrameDecoder::Impl {
     if (h.positions_size() != 0) {
       for (uint64_t i = 0; i < spectra; ++i) {
         const auto& p = h.positions(static_cast<int>(i));
-        batch->positions[i] = ScanPosition{p.x(), p.y(), 0};
+        batch->positions[i] = ScanPosition{p.x(), p.y(), p.scan_pass()};
       }
     } else {
       const uint64_t per_pass = series.scan_shape.Positions();

@@ -60,7 +60,7 @@ std::string Line(const std::string& topic, const specwatch::wire::Envelope& e, s
         median = r[r.size() / 2];
       }
       os << " frame=" << d.frame_number() << " spectra=" << d.spectrum_count() << " channels=" << d.channel_count()
-         << " pass=" << d.pass() << " rank=" << d.rank() << " model=" << d.model_version()
+         << " pass=" << d.scan_pass() << " rank=" << d.rank() << " model=" << d.model_version()
          << " residual_median=" << median;
       if (!d.positions().empty()) os << " first=(" << d.positions(0).x() << "," << d.positions(0).y() << ")";
       break;
