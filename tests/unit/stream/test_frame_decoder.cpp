@@ -121,12 +121,15 @@ TEST_CASE("explicit positions override the raster index") {
   p = m.mutable_frame()->add_positions();
   p->set_x(1);
   p->set_y(2);
+  p->set_scan_pass(4);
   std::vector<uint16_t> payload(8, 1);
   auto parts = Message(m, payload.data(), 16);
   auto out = d.Decode(parts, 0, 0);
   REQUIRE(out.kind == DecodeOutcome::Kind::kFrame);
   CHECK(out.batch->positions[0].x == 9);
   CHECK(out.batch->positions[1].y == 2);
+  CHECK(out.batch->positions[1].pass == 4);
+  CHECK(out.batch->positions[0].pass == 0);
 }
 
 TEST_CASE("every bad input is rejected with its reason, and good frames around it still decode") {

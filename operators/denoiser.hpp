@@ -1,0 +1,28 @@
+#pragma once
+/// Projection denoising with a PcaModel snapshot (DOMAIN.md sections 3 and 5).
+///
+/// Stateless: Denoise reads an immutable model and may run on any number of threads at once.
+/// It always returns the residual norm alongside the reconstruction: a spectrum unlike the ones the model has
+/// learnt is projected away by denoising, and the residual is the only trace of it.
+
+#include "operators/incremental_svd.hpp"
+#include "operators/spectrum_batch.hpp"
+
+#include <Eigen/Core>
+
+namespace specwatch {
+
+struct DenoiseResult {
+  CountsMatrix denoised;          ///< D x m
+  Eigen::VectorXf residual_norm;  ///< m: ||x − x̂||₂ per spectrum
+};
+
+/// x̂ = mean + U_r U_rᵀ (x − mean), U_r the first model.rank columns of model.basis.
+/// - model.rank == 0 (or empty basis) but spectra_seen > 0: x̂ = mean.
+/// - spectra_seen == 0 (nothing learnt yet): x̂ = x, residual 0 (the data pass through unchanged).
+/// Requires spectra.rows() == model.mean.size() once the model has seen data (std::invalid_argument otherwise).
+/// `out` is resized (its storage reused when the size is unchanged) and must not alias `spectra`.
+/// Cost: two float GEMMs of 2·D·rank flops per spectrum, done on column chunks that stay in cache.
+void Denoise(const PcaModel& model, const Eigen::Ref<const CountsMatrix>& spectra, DenoiseResult* out);
+
+}  // namespace specwatch
