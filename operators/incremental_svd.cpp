@@ -144,10 +144,14 @@ void IncrementalSvd::Update(const Eigen::Ref<const Eigen::MatrixXf>& block) {
     return;
   }
   // Left singular pairs of M from the eigenpairs of M Mᵀ: ~10x faster than Eigen's SVDs at this size
-  // (k + p ≈ 57), and in double the squared dynamic range stays far above rounding: M holds float data, whose
-  // components below ~1e-5 of the top are dropped below anyway.
+  // (k + p ≈ 57). Squaring costs nothing here: in double, s_i is still accurate to ~1e-8 s_0, while M holds
+  // float data whose components below ~1e-5 s_0 are arithmetic noise, dropped below.
   gram_.noalias() = small_ * small_.transpose();
   eigen_.compute(gram_);
+  if (eigen_.info() != Eigen::Success) {
+    ++rejected_blocks_;
+    return;
+  }
   const Eigen::Index n_pairs = gram_.rows();
   const Eigen::VectorXd s = eigen_.eigenvalues().reverse().cwiseMax(0.0).cwiseSqrt();
 

@@ -55,7 +55,8 @@ struct PcaModel {
 /// Concurrency: Add/Flush/Reset must be called by one thread at a time (a serial flow-graph stage).
 /// Model() may be called from any thread, concurrently with them. Neither copyable nor movable.
 /// Data path: spectra must have `channels` rows (std::invalid_argument otherwise, a caller bug); a block holding
-/// non-finite values is dropped whole, leaving the model unchanged, and counted in rejected_blocks().
+/// non-finite values (or, in theory, whose small eigenproblem does not converge) is dropped whole, leaving the
+/// model unchanged, and counted in rejected_blocks().
 class IncrementalSvd {
  public:
   IncrementalSvd(int channels, SubspaceOptions options);  ///< throws ConfigError (options.Validate)
@@ -74,7 +75,7 @@ class IncrementalSvd {
   const SubspaceOptions& options() const { return options_; }
   int channels() const { return channels_; }
   int buffered() const { return buffered_; }                   ///< spectra waiting for the next update
-  uint64_t rejected_blocks() const { return rejected_blocks_; }  ///< blocks dropped for non-finite values
+  uint64_t rejected_blocks() const { return rejected_blocks_; }  ///< blocks dropped, never reset
 
  private:
   void Update(const Eigen::Ref<const Eigen::MatrixXf>& block);

@@ -2,6 +2,7 @@
 // SIGINT/SIGTERM stop the service cleanly (exit 0).
 
 #include "operators/config_error.hpp"
+#include "server/pipeline.hpp"
 #include "server/service.hpp"
 #include "server/service_metrics.hpp"
 #include "server/service_options.hpp"
@@ -13,6 +14,7 @@
 #include <tbb/global_control.h>
 
 #include <csignal>
+#include <malloc.h>
 #include <iostream>
 #include <optional>
 #include <pthread.h>
@@ -41,17 +43,25 @@ int main(int argc, char** argv) {
   log->set_level(spdlog::level::from_str(options.log_level));
   log->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
 
-  // Signals are taken by one watcher thread; every other thread inherits the blocked mask.
+  // Frames are 0.1-1 MB: keep glibc from mmap-ing and unmapping every one of them (page faults cost more
+  // than the arithmetic otherwise).
+  mallopt(M_MMAP_THRESHOLD, 64 << 20);
+  mallopt(M_TRIM_THRESHOLD, 512 << 20);
+
+  // Signals are taken by one watcher thread; every other thread inherits the blocked mask. A shell that
+  // started us in the background may have set them to "ignore", which sigwait would never see.
+  std::signal(SIGINT, SIG_DFL);
+  std::signal(SIGTERM, SIG_DFL);
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  std::optional<tbb::global_control> threads;
-  if (options.compute_threads > 0) {
-    threads.emplace(tbb::global_control::max_allowed_parallelism, options.compute_threads);
-  }
+  // The flow graph's arena asks for ComputeThreads() workers; TBB counts the (non-working) main thread in
+  // max_allowed_parallelism, hence + 1.
+  tbb::global_control threads(tbb::global_control::max_allowed_parallelism,
+                              static_cast<size_t>(server::ComputeThreads(options)) + 1);
 
   auto registry = std::make_shared<prometheus::Registry>();
   server::ServiceMetrics metrics(*registry);
@@ -79,5 +89,9 @@ int main(int argc, char** argv) {
   // Run may return because of a shutdown command: wake the watcher so it can exit.
   pthread_kill(watcher.native_handle(), SIGTERM);
   watcher.join();
+  log->flush();
+  // The exposer's web server (civetweb) polls with a 2 s timeout while stopping: everything is published
+  // and flushed, so leave it to the process exit instead of waiting for it.
+  (void)exposer.release();
   return 0;
 }

@@ -3,7 +3,36 @@
 #include "operators/config_error.hpp"
 #include "server/clock.hpp"
 
+#include <tbb/info.h>
+
 namespace specwatch::server {
+
+struct Pipeline::Nodes {
+  explicit Nodes(Pipeline& p)
+      : denoise(graph, tbb::flow::unlimited, [&p](WorkItem item) { return p.DenoiseItem(std::move(item)); }),
+        order(graph, [](const ProcessedPtr& d) { return static_cast<size_t>(d->item.index); }),
+        in_order(graph, tbb::flow::serial,
+                 [&p](const ProcessedPtr& d) {
+                   p.InOrder(d);
+                   return tbb::flow::continue_msg{};
+                 }),
+        model_update(graph, tbb::flow::serial, [&p](const UpdateItem& u) {
+          p.ModelUpdate(u);
+          return tbb::flow::continue_msg{};
+        }) {
+    tbb::flow::make_edge(denoise, order);
+    tbb::flow::make_edge(order, in_order);
+  }
+  tbb::flow::graph graph;
+  tbb::flow::function_node<WorkItem, ProcessedPtr> denoise;
+  tbb::flow::sequencer_node<ProcessedPtr> order;
+  tbb::flow::function_node<ProcessedPtr, tbb::flow::continue_msg> in_order;
+  tbb::flow::function_node<UpdateItem, tbb::flow::continue_msg> model_update;
+};
+
+int ComputeThreads(const ServiceOptions& o) {
+  return o.compute_threads > 0 ? static_cast<int>(o.compute_threads) : tbb::info::default_concurrency();
+}
 
 namespace {
 
@@ -25,22 +54,12 @@ Pipeline::Pipeline(const ServiceOptions& options, ServiceMetrics& metrics, Outpu
       log_(std::move(log)),
       slots_(std::make_shared<Slots>(options.max_frames_in_flight, metrics.frames_in_flight)),
       model_(std::make_shared<const PcaModel>()),
-      denoise_(graph_, tbb::flow::unlimited, [this](WorkItem item) { return DenoiseItem(std::move(item)); }),
-      order_(graph_, [](const ProcessedPtr& p) { return static_cast<size_t>(p->item.index); }),
-      in_order_(graph_, tbb::flow::serial, [this](const ProcessedPtr& p) {
-        InOrder(p);
-        return tbb::flow::continue_msg{};
-      }) {
-  model_update_ = std::make_unique<tbb::flow::function_node<UpdateItem, tbb::flow::continue_msg>>(
-      graph_, tbb::flow::serial, [this](const UpdateItem& u) {
-        ModelUpdate(u);
-        return tbb::flow::continue_msg{};
-      });
-  tbb::flow::make_edge(denoise_, order_);
-  tbb::flow::make_edge(order_, in_order_);
+      arena_(ComputeThreads(options), /*reserved_for_masters=*/0) {
+  // A graph belongs to the arena it is built in.
+  arena_.execute([this] { nodes_ = std::make_unique<Nodes>(*this); });
 }
 
-Pipeline::~Pipeline() { graph_.wait_for_all(); }
+Pipeline::~Pipeline() { Drain(); }
 
 void Pipeline::Submit(WorkItem item) {
   slots_->free.acquire();
@@ -50,12 +69,16 @@ void Pipeline::Submit(WorkItem item) {
     slots->free.release();
   });
   item.index = next_index_++;
-  denoise_.try_put(std::move(item));
+  arena_.execute([&] { nodes_->denoise.try_put(std::move(item)); });
 }
 
-void Pipeline::Drain() { graph_.wait_for_all(); }
+void Pipeline::Drain() {
+  arena_.execute([this] { nodes_->graph.wait_for_all(); });
+}
 
-void Pipeline::RequestReset() { model_update_->try_put(UpdateItem{UpdateItem::Op::kReset, nullptr, false}); }
+void Pipeline::RequestReset() {
+  arena_.execute([this] { nodes_->model_update.try_put(UpdateItem{UpdateItem::Op::kReset, nullptr, false}); });
+}
 
 Pipeline::ProcessedPtr Pipeline::DenoiseItem(WorkItem item) const {
   auto p = std::make_shared<Processed>();
@@ -108,7 +131,7 @@ void Pipeline::InOrder(const ProcessedPtr& p) {
       return;
     case WorkItem::Kind::kSeriesEnd:
       // Through the model stage, so the snapshot includes every frame of the series.
-      model_update_->try_put(UpdateItem{UpdateItem::Op::kSeriesEnd, p, false});
+      nodes_->model_update.try_put(UpdateItem{UpdateItem::Op::kSeriesEnd, p, false});
       return;
     case WorkItem::Kind::kFrame:
       break;
@@ -120,11 +143,12 @@ void Pipeline::InOrder(const ProcessedPtr& p) {
   }
   const SpectrumBatch& b = *item.batch;
   // Offer the frame to the model. The update holds the token too, so the slot stays taken until it ran.
-  const bool offer = !frozen_.load() && (options_.model_updates == ModelUpdates::kAll ||
-                                         pending_updates_.load() == 0);
+  const bool offer =
+      !frozen_.load() && (options_.model_updates == ModelUpdates::kAll ||
+                          (pending_updates_.load() == 0 && NowSteady() >= next_offer_s_.load()));
   if (offer) {
     ++pending_updates_;
-    model_update_->try_put(UpdateItem{UpdateItem::Op::kLearn, p, true});
+    nodes_->model_update.try_put(UpdateItem{UpdateItem::Op::kLearn, p, true});
   } else {
     metrics_.model_spectra_skipped.Increment(static_cast<double>(b.Spectra()));
   }
@@ -144,7 +168,7 @@ void Pipeline::ModelUpdate(const UpdateItem& u) {
   if (u.op == UpdateItem::Op::kSeriesEnd) {
     if (svd_ && svd_->buffered() > 0 && !frozen_.load()) {
       svd_->Flush();
-      model_.store(svd_->Model(), std::memory_order_release);
+      SetModel(svd_->Model());
       metrics_.model_version.Set(static_cast<double>(svd_->Model()->version));
     }
     OutMessage m;
@@ -156,7 +180,7 @@ void Pipeline::ModelUpdate(const UpdateItem& u) {
   }
   if (u.op == UpdateItem::Op::kReset) {
     if (svd_) svd_->Reset();
-    model_.store(std::make_shared<const PcaModel>(), std::memory_order_release);
+    SetModel(std::make_shared<const PcaModel>());
     learnt_since_reset_.store(0);
     metrics_.model_rank.Set(0);
     metrics_.model_version.Set(0);
@@ -189,12 +213,16 @@ void Pipeline::ModelUpdate(const UpdateItem& u) {
   }
   svd_->Add(b.counts);
   auto model = svd_->Model();
-  model_.store(model, std::memory_order_release);
+  SetModel(model);
   learnt_since_reset_ += static_cast<uint64_t>(b.Spectra());
   metrics_.model_spectra.Increment(static_cast<double>(b.Spectra()));
   metrics_.model_rank.Set(model->rank);
   metrics_.model_version.Set(static_cast<double>(model->version));
-  metrics_.Latency(Stage::kModelUpdate).Observe(NowSteady() - t0);
+  const double t1 = NowSteady();
+  metrics_.Latency(Stage::kModelUpdate).Observe(t1 - t0);
+  // when_idle keeps the update within its CPU budget: after an update of t seconds, the next frame is
+  // offered t * (1/budget - 1) seconds later.
+  next_offer_s_.store(t1 + (t1 - t0) * (1.0 / options_.model_update_budget - 1.0));
 }
 
 }  // namespace specwatch::server

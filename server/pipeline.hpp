@@ -24,9 +24,11 @@
 
 #include <spdlog/logger.h>
 #include <tbb/flow_graph.h>
+#include <tbb/task_arena.h>
 
 #include <atomic>
 #include <memory>
+#include <mutex>
 #include <semaphore>
 
 namespace specwatch::server {
@@ -57,6 +59,9 @@ struct ModelUpdateItem {
   bool counted_pending = false;             ///< it was counted in the pending updates
 };
 
+/// Worker threads the flow graph uses: options.compute_threads, or one per core when 0.
+int ComputeThreads(const ServiceOptions& options);
+
 class Pipeline {
  public:
   Pipeline(const ServiceOptions& options, ServiceMetrics& metrics, OutputQueue& out,
@@ -69,7 +74,10 @@ class Pipeline {
   void Drain();
 
   /// The model denoising currently uses (never null; empty before learning starts).
-  std::shared_ptr<const PcaModel> Model() const { return model_.load(std::memory_order_acquire); }
+  std::shared_ptr<const PcaModel> Model() const {
+    std::lock_guard lock(model_mutex_);
+    return model_;
+  }
   /// Forget the model; takes effect in order, before the next frame's update.
   void RequestReset();
   void SetFrozen(bool frozen) { frozen_.store(frozen); }
@@ -101,18 +109,27 @@ class Pipeline {
   std::shared_ptr<Slots> slots_;
   uint64_t next_index_ = 0;
 
-  std::atomic<std::shared_ptr<const PcaModel>> model_;
+  // A mutex, not std::atomic<std::shared_ptr>: GCC 12's atomic shared_ptr releases its lock with relaxed
+  // ordering (ThreadSanitizer reports it). Held for a pointer copy only.
+  mutable std::mutex model_mutex_;
+  std::shared_ptr<const PcaModel> model_;
+  void SetModel(std::shared_ptr<const PcaModel> m) {
+    std::lock_guard lock(model_mutex_);
+    model_ = std::move(m);
+  }
   std::atomic<bool> frozen_{false};
   std::atomic<uint32_t> pending_updates_{0};
   std::atomic<uint64_t> learnt_since_reset_{0};
   std::unique_ptr<IncrementalSvd> svd_;  // model_update node only
   int unusable_channels_ = -1;           // model_update node only: channel count the options cannot fit
 
-  tbb::flow::graph graph_;
-  tbb::flow::function_node<WorkItem, ProcessedPtr> denoise_;
-  tbb::flow::sequencer_node<ProcessedPtr> order_;
-  tbb::flow::function_node<ProcessedPtr, tbb::flow::continue_msg> in_order_;
-  std::unique_ptr<tbb::flow::function_node<UpdateItem, tbb::flow::continue_msg>> model_update_;
+  // The graph lives in its own arena with `compute_threads` worker slots and none reserved for the
+  // receiver thread, which only puts frames in: otherwise, on 2 cores, one worker would do all the work.
+  struct Nodes;
+  tbb::task_arena arena_;
+  std::unique_ptr<Nodes> nodes_;
+  // Model-update CPU budget (when_idle): the next frame is offered no earlier than this steady time.
+  std::atomic<double> next_offer_s_{0.0};
 };
 
 }  // namespace specwatch::server

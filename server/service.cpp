@@ -109,12 +109,18 @@ void Service::ReceiveLoop() {
       case Kind::kSeriesEnd:
         log_->info("series '{}' ended: {} frames, {} spectra sent by the detector", outcome.series_end.id,
                    outcome.series_end.frames_sent, outcome.series_end.spectra_sent);
+        if (outcome.missing_frames > 0) {
+          metrics_.sequence_gaps.Increment();
+          metrics_.frames_dropped.Increment(static_cast<double>(outcome.missing_frames));
+          log_->warn("series '{}': the last {} frames never arrived", outcome.series_end.id, outcome.missing_frames);
+        }
         work.kind = WorkItem::Kind::kSeriesEnd;
         work.series_end = outcome.series_end;
         break;
       case Kind::kFrame: {
         ++accepted;
         const auto& meta = outcome.batch->meta;
+        if (meta.acquisition_time_s > 0) metrics_.input_lag.Observe(NowUnix() - meta.acquisition_time_s);
         metrics_.frames_received.Increment();
         metrics_.spectra_received.Increment(static_cast<double>(outcome.batch->Spectra()));
         if (outcome.missing_frames > 0) {

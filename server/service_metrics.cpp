@@ -27,6 +27,12 @@ ServiceMetrics::ServiceMetrics(prometheus::Registry& r)
       frames_in_flight(MakeGauge(r, "specwatch_frames_in_flight", "Frames inside the flow graph")),
       model_rank(MakeGauge(r, "specwatch_model_rank", "Components used to denoise")),
       model_version(MakeGauge(r, "specwatch_model_version", "Model updates applied")),
+      input_lag(prometheus::BuildHistogram()
+                    .Name("specwatch_input_lag_seconds")
+                    .Help("Receipt time minus the frame header's acquisition time (clocks must agree)")
+                    .Register(r)
+                    .Add({}, prometheus::Histogram::BucketBoundaries{1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3,
+                                                                     1.0, 3.0, 10.0})),
       published_family_(prometheus::BuildCounter()
                             .Name("specwatch_published_messages_total")
                             .Help("Messages published, by topic")

@@ -64,6 +64,8 @@ void ServiceOptions::Validate() const {
   Require(std::isfinite(log_rate_limit_per_s) && log_rate_limit_per_s > 0,
           "log_rate_limit_per_s must be > 0, got " + Str(log_rate_limit_per_s));
   Require(receive_buffer_frames >= 1, "receive_buffer_frames must be >= 1");
+  Require(std::isfinite(model_update_budget) && model_update_budget > 0 && model_update_budget <= 1,
+          "model_update_budget must be in (0, 1], got " + Str(model_update_budget));
   // Channel-dependent limits (rank + oversample <= channels) are checked when the first frame arrives.
   pca.Validate(/*channels=*/1 << 16);
 }
@@ -94,6 +96,7 @@ ServiceOptions LoadConfigFile(const std::string& path, ServiceOptions o) {
   if (c.has_log_rate_limit_per_s()) o.log_rate_limit_per_s = c.log_rate_limit_per_s();
   if (c.has_receive_buffer_frames()) o.receive_buffer_frames = c.receive_buffer_frames();
   if (c.has_model_updates()) o.model_updates = ParseModelUpdates(c.model_updates(), "model_updates");
+  if (c.has_model_update_budget()) o.model_update_budget = c.model_update_budget();
   if (c.has_pca()) {
     const auto& p = c.pca();
     if (p.has_rank()) o.pca.rank = static_cast<int>(p.rank());
@@ -211,6 +214,7 @@ std::string HelpText() {
      << "  log_rate_limit_per_s: " << d.log_rate_limit_per_s << "            per-frame problem log lines per second and reason\n"
      << "  receive_buffer_frames: " << d.receive_buffer_frames << "        ZeroMQ receive high-water mark, messages\n"
      << "  model_updates: \"when_idle\"       all | when_idle (skip learning from frames arriving during an update)\n"
+     << "  model_update_budget: " << d.model_update_budget << "           when_idle: fraction of one core the model update may use\n"
      << "  pca {\n"
      << "    rank: " << d.pca.rank << "                        components used to denoise\n"
      << "    oversample: " << d.pca.oversample << "                  extra components tracked\n"

@@ -28,6 +28,7 @@ struct ServiceOptions {
   double log_rate_limit_per_s = 1.0;   ///< per-frame problem lines per second, per reason
   uint32_t receive_buffer_frames = 1000;
   ModelUpdates model_updates = ModelUpdates::kWhenIdle;
+  double model_update_budget = 0.5;    ///< when_idle: fraction of one core the model update may use
   SubspaceOptions pca;
   bool reset_model_on_new_series = false;
   uint32_t warmup_spectra = 256;       ///< spectra learnt before denoised output uses the model

@@ -312,6 +312,11 @@ DecodeOutcome FrameDecoder::Decode(std::span<const zmq::message_t> parts, uint64
       DecodeOutcome out;
       out.kind = DecodeOutcome::Kind::kSeriesEnd;
       out.series_end = SeriesEndInfo{e.series_id(), e.frames_sent(), e.spectra_sent()};
+      // Frames lost after the last one received show only here: the detector says how many it sent.
+      if (series_ && series_->id == e.series_id() && e.frames_sent() > 0) {
+        const uint64_t seen_up_to = last_frame_number_ ? *last_frame_number_ + 1 : (series_->announced ? 0 : e.frames_sent());
+        if (e.frames_sent() > seen_up_to) out.missing_frames = e.frames_sent() - seen_up_to;
+      }
       return out;
     }
     default:

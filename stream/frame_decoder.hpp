@@ -75,7 +75,8 @@ struct DecodeOutcome {
   bool implicit_series_start = false;  ///< kFrame: this frame opened a series without a start message
   SeriesEndInfo series_end;        ///< kSeriesEnd
   Rejection rejection;             ///< kRejected
-  uint64_t missing_frames = 0;     ///< kFrame: frame numbers skipped since the previous frame (a gap)
+  uint64_t missing_frames = 0;     ///< kFrame: frame numbers skipped since the previous frame (a gap);
+                                   ///< kSeriesEnd: frames the detector sent after the last one received
 };
 
 struct FrameDecoderOptions {

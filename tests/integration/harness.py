@@ -28,11 +28,23 @@ import frame_pb2  # noqa: E402
 import results_pb2  # noqa: E402
 
 
+def free_ports(n):
+    """n distinct TCP ports on 127.0.0.1 that were free a moment ago (the kernel picks them; all are held
+    until all are picked, so no two are the same)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def free_port():
-    """A TCP port on 127.0.0.1 that was free a moment ago (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def parse_metrics(text):
@@ -47,14 +59,27 @@ def parse_metrics(text):
     return out
 
 
+class PortTaken(Exception):
+    pass
+
+
 class Service:
     """A running `specwatch` on free ports. Frames come in over PUSH/PULL by default: the service binds
     a PULL socket, the test pushes (no slow-joiner losses); `frames_socket='sub'` makes the service connect
     a SUB socket to a PUB the test binds."""
 
     def __init__(self, *extra_args, config_text=None, frames_socket="pull", status_period_s=0.1):
-        self.frames_port, self.publish_port = free_port(), free_port()
-        self.control_port, self.metrics_port = free_port(), free_port()
+        # A port picked free may be taken by another process before the service binds it: try again then.
+        for attempt in range(5):
+            try:
+                self._start(extra_args, config_text, frames_socket, status_period_s)
+                return
+            except PortTaken:
+                self.close()
+        raise RuntimeError("could not find free ports for specwatch")
+
+    def _start(self, extra_args, config_text, frames_socket, status_period_s):
+        self.frames_port, self.publish_port, self.control_port, self.metrics_port = free_ports(4)
         self.frames_socket = frames_socket
         self.ctx = zmq.Context.instance()
         self.config_path = None
@@ -89,6 +114,8 @@ class Service:
         deadline = time.time() + timeout_s
         while time.time() < deadline:
             if self.proc.poll() is not None:
+                if "Address already in use" in self.log():
+                    raise PortTaken()
                 raise RuntimeError("specwatch exited %d at start:\n%s" % (self.proc.returncode, self.log()))
             try:
                 self.control(control_pb2.COMMAND_STATUS, timeout_s=0.5)

@@ -23,6 +23,7 @@ EXPECTED = {
     "specwatch_model_rank": "gauge",
     "specwatch_model_version": "gauge",
     "specwatch_stage_latency_seconds": "histogram",
+    "specwatch_input_lag_seconds": "histogram",
 }
 
 
@@ -61,6 +62,7 @@ class MetricsTest(unittest.TestCase):
                 count = m["specwatch_stage_latency_seconds_count"]['{stage="%s"}' % stage]
                 self.assertGreaterEqual(count, 20, stage)
                 self.assertIn('{stage="%s",le="0.001"}' % stage, m["specwatch_stage_latency_seconds_bucket"])
+            self.assertEqual(m["specwatch_input_lag_seconds_count"][""], 20)
             # Metrics and control status agree.
             self.assertEqual(st.spectra_received, m["specwatch_spectra_received_total"][""])
             sender.close()

@@ -8,7 +8,7 @@ import tempfile
 import time
 import unittest
 
-from harness import BIN, FrameSender, Service, Subscriber, control_pb2, results_pb2, run
+from harness import BIN, FrameSender, Service, Subscriber, control_pb2, frame_pb2, results_pb2, run
 
 SPECWATCH = os.path.join(BIN, "specwatch")
 
@@ -221,6 +221,14 @@ class ServiceTest(unittest.TestCase):
         m = svc.metrics()
         self.assertEqual(m["specwatch_sequence_gaps_total"][""], 2)
         self.assertEqual(m["specwatch_frames_dropped_total"][""], 6)
+        # Frames 11 and 12 never arrive; the series end says 13 were sent.
+        end = frame_pb2.DetectorMessage()
+        end.series_end.series_id = sender.series_id
+        end.series_end.frames_sent = 13
+        sender.send_raw([end.SerializeToString()])
+        st = svc.wait_for(lambda s: s.sequence_gaps >= 8, what="trailing gap")
+        self.assertEqual(st.sequence_gaps, 8)
+        self.assertEqual(svc.metrics()["specwatch_sequence_gaps_total"][""], 3)
         sender.close()
 
     def test_frames_over_pub_sub(self):

@@ -55,7 +55,8 @@ Scenarios
                         runs between --find-max-min and --rate); runs the scenarios first
                         only if --scenario is given
   --find-max-min R      lowest rate tried by --find-max                                  [5000]
-  --find-max-resolution F  stop bisecting when (hi - lo)/hi < F                         [0.05]
+  --find-max-resolution F  stop bisecting when (hi - lo)/hi < F                      [0.05]
+  --max-p99-ms MS       latency bound of "sustained" (below)                            [1000]
 
 Data
   --channels N          channels per spectrum                                           [2048]
@@ -71,7 +72,8 @@ Service and simulator
                         (backpressure, lossless)                                        [pub]
   --service-arg=ARG     one more argument for specwatch (repeat for several, e.g.
                         --service-arg=--config --service-arg=FILE)
-  --sim-arg=ARG         one more argument for specwatch-sim (e.g. --sim-arg=--pregenerate)
+  --sim-arg=ARG         one more argument for specwatch-sim (e.g. --sim-arg=--hwm
+                        --sim-arg=100000)
   --service-env NAME=VALUE  add to specwatch's environment (e.g. GLIBC_TUNABLES=...)
   --sim-threads N       specwatch-sim --threads (generator threads)                     [1]
   --sim-pregenerate M   on | off | auto: specwatch-sim --pregenerate (frames generated
@@ -87,7 +89,7 @@ Output
   --json                one JSON object on stdout instead of tables
   --json-out FILE       also write that JSON object to FILE (tables still on stdout)
   --log-dir DIR         keep the processes' logs in DIR (default: a temporary directory,
-                        kept only when a run fails)
+                        removed unless a run failed or a process did not stop cleanly)
   --samples FILE        append one CSV line per denoised message to FILE: run, scenario, rate,
                         frame, spectra, latency_s, in_service_s (acquisition->publish),
                         transport_s (publish->bench receive)
@@ -95,10 +97,10 @@ Output
   --help                this text
 
 A run is "sustained" when it has zero loss, the sim achieved >= 97% of the requested rate, the
-service's publish rate kept up (>= 97% of the sim's achieved rate) and the latency p99 after the first
-second stayed below --max-p99-ms [1000] (no backlog hidden in the sockets' queues). Exit status: 0 if every run
-completed and every process stopped cleanly (exit 0 within 2 s of SIGINT), 1 otherwise, 2 on bad
-options. Loss is reported, not an error.
+service's publish rate kept up (>= 97% of the sim's achieved rate) and the latency p99 after the
+first second stayed below --max-p99-ms [1000] (no backlog hidden in the sockets' queues).
+Exit status: 0 if every run completed and every process stopped cleanly (exit 0 within 2 s of
+SIGINT), 1 otherwise, 2 on bad options. Loss is reported, not an error.
 )";
 }
 

@@ -109,7 +109,8 @@ class Subscriber {
     stop_ = true;
     if (thread_.joinable()) thread_.join();
   }
-  uint64_t StatusMessages() const { return status_messages_.load(); }
+  /// Status and snapshot messages so far: any of them proves the subscription reached the service.
+  uint64_t JoinMessages() const { return any_messages_.load(); }
   uint64_t DenoisedMessages() const { return denoised_messages_.load(); }
   bool SeriesEndSeen() const { return series_end_.load(); }
   double LastMessageSteady() const { return last_steady_.load(); }
@@ -136,10 +137,11 @@ class Subscriber {
         const std::string_view topic(static_cast<const char*>(parts[0].data()), parts[0].size());
         if (topic == "status") {
           ++stats_.status_messages;
-          ++status_messages_;
+          ++any_messages_;
           continue;
         }
         if (topic == "snapshot") {
+          ++any_messages_;
           if (env.snapshot().reason() == "series_end") {
             stats_.series_end = true;
             series_end_ = true;
@@ -181,7 +183,7 @@ class Subscriber {
   zmq::socket_t socket_;
   std::thread thread_;
   std::atomic<bool> stop_{false};
-  std::atomic<uint64_t> status_messages_{0}, denoised_messages_{0};
+  std::atomic<uint64_t> any_messages_{0}, denoised_messages_{0};
   std::atomic<bool> series_end_{false};
   std::atomic<double> last_steady_{0};
   SubscriberStats stats_;  // subscriber thread until Stop()
@@ -456,10 +458,16 @@ RunResult RunChain(const BenchOptions& o, const RunSpec& spec, const std::string
     }
     if (!answered) return fail("specwatch's control socket did not answer STATUS within 20 s", service.get());
 
-    // 2. The subscriber, proven joined by the service's periodic status message.
+    // 2. The subscriber, proven joined by a message from the service: the periodic status (every second by
+    // default), or a snapshot asked for over the control socket if none came (status_period_s: 0).
     sub = std::make_unique<Subscriber>(ctx, publish_at);
-    for (const double deadline = SteadyNow() + 10; sub->StatusMessages() == 0;) {
-      if (SteadyNow() > deadline || g_abort) return fail("no status message on the publish socket within 10 s", service.get());
+    double next_snapshot_request = SteadyNow() + 2.0;
+    for (const double deadline = SteadyNow() + 10; sub->JoinMessages() == 0;) {
+      if (SteadyNow() > deadline || g_abort) return fail("no message on the publish socket within 10 s", service.get());
+      if (SteadyNow() > next_snapshot_request) {
+        control.Request(wire::COMMAND_SNAPSHOT, 1.0);
+        next_snapshot_request = SteadyNow() + 1.0;
+      }
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
 

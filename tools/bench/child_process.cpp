@@ -82,10 +82,7 @@ ChildProcess::ChildProcess(std::string name, std::vector<std::string> argv, std:
 }
 
 ChildProcess::~ChildProcess() {
-  if (pid_ > 0 && !exit_.exited) {
-    kill(pid_, SIGKILL);
-    WaitExit(5.0);
-  }
+  if (pid_ > 0 && Running()) Stop(SIGINT, 2.0, 1.0);  // a run that failed or was interrupted: still be polite
 }
 
 std::string ChildProcess::CommandLine() const {

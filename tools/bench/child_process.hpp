@@ -37,7 +37,7 @@ class ChildProcess {
   /// Throws std::runtime_error if the program cannot be started.
   ChildProcess(std::string name, std::vector<std::string> argv, std::string log_path,
                std::vector<std::string> extra_env = {});
-  ~ChildProcess();  ///< SIGKILLs and reaps a child still running
+  ~ChildProcess();  ///< a child still running gets SIGINT, SIGKILL 3 s later, and is reaped
   ChildProcess(const ChildProcess&) = delete;
   ChildProcess& operator=(const ChildProcess&) = delete;
 

@@ -71,8 +71,9 @@ std::vector<OutMessage> DrainQueue(OutputQueue& q) {
 TEST_CASE("the flow graph publishes every frame once, in order, with 1 and with 2 threads") {
   for (int threads : {1, 2}) {
     CAPTURE(threads);
-    tbb::global_control limit(tbb::global_control::max_allowed_parallelism, threads);
+    tbb::global_control limit(tbb::global_control::max_allowed_parallelism, threads + 1);
     Fixture f;
+    f.options.compute_threads = static_cast<uint32_t>(threads);
     f.options.max_frames_in_flight = 64;
     std::mt19937 rng(1);
     std::vector<BatchPtr> sent;

@@ -233,6 +233,24 @@ TEST_CASE("gaps in the frame numbering are reported as missing frames") {
   }
 }
 
+TEST_CASE("a series end counts the frames sent after the last one received") {
+  FrameDecoder d({});
+  Start1(d);
+  std::vector<uint16_t> ok(4, 1);
+  for (uint64_t n : {0, 1, 2}) {
+    auto parts = Message(Frame("s", n, 1, 4), ok.data(), 8);
+    REQUIRE(d.Decode(parts, 0, 0).kind == DecodeOutcome::Kind::kFrame);
+  }
+  wire::DetectorMessage end;
+  end.mutable_series_end()->set_series_id("s");
+  end.mutable_series_end()->set_frames_sent(7);
+  auto parts = Message(end, nullptr, 0, false);
+  auto out = d.Decode(parts, 0, 0);
+  REQUIRE(out.kind == DecodeOutcome::Kind::kSeriesEnd);
+  CHECK(out.missing_frames == 4);
+  CHECK(out.series_end.frames_sent == 7);
+}
+
 TEST_CASE("a frame of an unknown series opens it from the header alone (late joiner)") {
   FrameDecoder d({});
   std::vector<uint16_t> ok(4, 1);
