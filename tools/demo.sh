@@ -41,5 +41,5 @@ $bin/specwatch-sim --modality "$modality" --channels 2048 --scan 128x128 --passe
 pids+=($!)
 wait "$tap" || true
 echo "== service metrics (excerpt)"
-curl -s "http://127.0.0.1:$metrics/metrics" | grep -E '^specwatch_(spectra_received|spectra_published|frames_dropped|model_rank|model_spectra)_total|^specwatch_model_rank ' || true
+curl -sS --noproxy "*" "http://127.0.0.1:$metrics/metrics" | grep -E '^specwatch_(spectra_received|spectra_published|frames_dropped|model_rank|model_spectra)_total|^specwatch_model_rank ' || true
 echo "== logs in $logdir"
