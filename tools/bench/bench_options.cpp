@@ -70,6 +70,8 @@ Service and simulator
   --socket S            pub: sim PUB -> service SUB (drops at high-water marks, the
                         headline figure); push: sim PUSH -> service --frames-socket pull
                         (backpressure, lossless)                                        [pub]
+  --transport T         tcp: loopback TCP; ipc: Unix domain sockets in /tmp (frames,
+                        results, control; metrics stay on HTTP)                       [tcp]
   --service-arg=ARG     one more argument for specwatch (repeat for several, e.g.
                         --service-arg=--config --service-arg=FILE)
   --sim-arg=ARG         one more argument for specwatch-sim (e.g. --sim-arg=--hwm
@@ -150,6 +152,11 @@ BenchOptions ParseBenchArgs(std::span<const std::string> args) {
        }},
       {"--rank", [&](auto& n, auto& v) { o.rank = static_cast<int>(ParseInt(n, v, 1, 4096)); }},
       {"--threads", [&](auto& n, auto& v) { o.service_threads = static_cast<int>(ParseInt(n, v, 0, 256)); }},
+      {"--transport",
+       [&](const std::string& n, const std::string& v) {
+         if (v != "tcp" && v != "ipc") throw BenchConfigError(n + ": '" + v + "' is not tcp or ipc");
+         o.transport = v;
+       }},
       {"--socket",
        [&](const std::string& n, const std::string& v) {
          if (v != "pub" && v != "push") throw BenchConfigError(n + ": '" + v + "' is not pub or push");

@@ -393,10 +393,24 @@ RunResult RunChain(const BenchOptions& o, const RunSpec& spec, const std::string
   const std::string sim_log = log_dir + "/" + tag + ".sim.log";
 
   const auto ports = FreeLoopbackPorts(4);
-  const std::string host = "tcp://127.0.0.1:";
+  // ipc: socket files named after this process, the run and the (free) port numbers, so runs side by side
+  // never collide.
+  const std::string host = o.transport == "ipc" ? "ipc:///tmp/specwatch-bench-" + std::to_string(getpid()) + "-" +
+                                                      std::to_string(run_number) + "-"
+                                                : std::string("tcp://127.0.0.1:");
   const std::string frames_at = host + std::to_string(ports[0]);
   const std::string publish_at = host + std::to_string(ports[1]);
   const std::string control_at = host + std::to_string(ports[2]);
+  // ZeroMQ leaves ipc socket files behind when a process exits without closing them: remove ours.
+  struct RemoveIpcFiles {
+    std::vector<std::string> paths;
+    ~RemoveIpcFiles() {
+      for (const auto& p : paths) ::unlink(p.c_str());
+    }
+  } remove_ipc_files;
+  if (o.transport == "ipc") {
+    for (const auto* e : {&frames_at, &publish_at, &control_at}) remove_ipc_files.paths.push_back(e->substr(6));
+  }
   const int metrics_port = ports[3];
 
   std::vector<std::string> service_argv = {bin_dir + "/specwatch",

@@ -86,8 +86,9 @@ std::string Pad(const std::string& s, size_t w, bool right) {
 }
 
 std::string Transport(const BenchOptions& o) {
-  return o.socket == "pub" ? "PUB/SUB (sim PUB -> service SUB; drops at high-water marks)"
-                           : "PUSH/PULL (sim PUSH -> service PULL; backpressure)";
+  return std::string(o.socket == "pub" ? "PUB/SUB (sim PUB -> service SUB; drops at high-water marks)"
+                                       : "PUSH/PULL (sim PUSH -> service PULL; backpressure)") +
+         " over " + o.transport;
 }
 
 }  // namespace
