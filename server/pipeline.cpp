@@ -214,7 +214,6 @@ void Pipeline::ModelUpdate(const UpdateItem& u) {
   svd_->Add(b.counts);
   auto model = svd_->Model();
   SetModel(model);
-  learnt_since_reset_ += static_cast<uint64_t>(b.Spectra());
   metrics_.model_spectra.Increment(static_cast<double>(b.Spectra()));
   metrics_.model_rank.Set(model->rank);
   metrics_.model_version.Set(static_cast<double>(model->version));
@@ -223,6 +222,7 @@ void Pipeline::ModelUpdate(const UpdateItem& u) {
   // when_idle keeps the update within its CPU budget: after an update of t seconds, the next frame is
   // offered t * (1/budget - 1) seconds later.
   next_offer_s_.store(t1 + (t1 - t0) * (1.0 / options_.model_update_budget - 1.0));
+  learnt_since_reset_ += static_cast<uint64_t>(b.Spectra());  // last: status readers see a settled model
 }
 
 }  // namespace specwatch::server

@@ -161,10 +161,11 @@ void Service::PublishLoop() {
           const double t0 = NowSteady();
           publisher.Publish(m.topic, *m.envelope, m.payload);
           const double t1 = NowSteady();
-          metrics_.Published(m.topic).Increment();
-          metrics_.spectra_published.Increment(static_cast<double>(m.spectra));
+          // Counters last, so whoever sees a spectrum counted as published also sees its latencies.
           metrics_.Latency(Stage::kPublish).Observe(t1 - t0);
           if (m.receive_time_s > 0) metrics_.Latency(Stage::kEndToEnd).Observe(t1 - m.receive_time_s);
+          metrics_.Published(m.topic).Increment();
+          metrics_.spectra_published.Increment(static_cast<double>(m.spectra));
           break;
         }
         case OutMessage::Kind::kSnapshotRequest:

@@ -37,7 +37,7 @@ class MetricsTest(unittest.TestCase):
                 sender.send_frame(16)
             sender.send_raw([b"junk", b"x"])
             st = svc.wait_for(lambda s: s.spectra_published >= 320 and s.frames_rejected >= 1, what="frames")
-            st = svc.wait_for(lambda s: s.spectra_in_model >= 320, what="model updates")
+            st = svc.wait_for(lambda s: s.spectra_in_model >= 320 and s.frames_in_flight == 0, what="model updates")
 
             with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % svc.metrics_port, timeout=5) as r:
                 self.assertEqual(r.status, 200)
