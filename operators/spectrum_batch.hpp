@@ -40,7 +40,8 @@ struct ScanPosition {
 struct FrameMeta {
   std::string series_id;
   uint64_t frame_number = 0;     ///< detector's numbering within the series
-  uint64_t receive_index = 0;    ///< service's numbering of accepted frames, gap-free, defines graph order
+  uint64_t receive_index = 0;    ///< service's numbering of accepted frames, gap-free (the graph orders its
+                                 ///< own work items, series markers included)
   double acquisition_time_s = 0.0;
   double receive_time_s = 0.0;   ///< steady-clock seconds when the service received the frame
   Modality modality = Modality::kOther;

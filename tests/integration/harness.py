@@ -43,10 +43,6 @@ def free_ports(n):
             s.close()
 
 
-def free_port():
-    return free_ports(1)[0]
-
-
 def parse_metrics(text):
     """Prometheus text format -> {name: {labels_string: value}} (labels_string '' when none)."""
     out = {}
