@@ -15,6 +15,9 @@ namespace specwatch {
 struct DenoiseResult {
   CountsMatrix denoised;          ///< D x m
   Eigen::VectorXf residual_norm;  ///< m: ||x − x̂||₂ per spectrum
+  /// rank x m: column i holds spectrum i's scores U_rᵀ(xᵢ − mean), so x̂ᵢ = mean + U_r · scores.col(i).
+  /// 0 x m when nothing was learnt (pass-through).
+  Eigen::MatrixXf scores;
 };
 
 /// x̂ = mean + U_r U_rᵀ (x − mean), U_r the first model.rank columns of model.basis.

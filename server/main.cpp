@@ -6,6 +6,7 @@
 #include "server/service.hpp"
 #include "server/service_metrics.hpp"
 #include "server/service_options.hpp"
+#include "stream/large_message_heap.hpp"
 
 #include <prometheus/exposer.h>
 #include <prometheus/registry.h>
@@ -14,7 +15,6 @@
 #include <tbb/global_control.h>
 
 #include <csignal>
-#include <malloc.h>
 #include <iostream>
 #include <optional>
 #include <pthread.h>
@@ -43,10 +43,8 @@ int main(int argc, char** argv) {
   log->set_level(spdlog::level::from_str(options.log_level));
   log->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
 
-  // Frames are 0.1-1 MB: keep glibc from mmap-ing and unmapping every one of them (page faults cost more
-  // than the arithmetic otherwise).
-  mallopt(M_MMAP_THRESHOLD, 64 << 20);
-  mallopt(M_TRIM_THRESHOLD, 512 << 20);
+  // Frames are 0.1-1 MB: keep glibc from mmap-ing and unmapping every one of them.
+  if (!stream::RetainHeapForLargeMessages()) log->warn("glibc refused the heap settings: frames will page-fault");
 
   // Signals are taken by one watcher thread; every other thread inherits the blocked mask. A shell that
   // started us in the background may have set them to "ignore", which sigwait would never see.

@@ -3,6 +3,7 @@
 /// publish socket). Multi-producer, single-consumer, unbounded: the flow graph's in-flight limit bounds it,
 /// because a frame's slot is released only when its last message has been published.
 
+#include "operators/incremental_svd.hpp"
 #include "stream/result_publisher.hpp"
 
 #include <chrono>
@@ -26,6 +27,7 @@ struct OutMessage {
   uint64_t spectra = 0;          ///< spectra this message publishes (denoised)
   double receive_time_s = 0.0;   ///< for the end-to-end latency (0: not a frame)
   std::string reason;            ///< kSnapshotRequest: "request", "series_end", ...
+  std::shared_ptr<const PcaModel> model;  ///< kSnapshotRequest: this model (null: the current one)
   InFlightToken token;
 };
 

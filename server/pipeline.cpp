@@ -112,6 +112,9 @@ Pipeline::ProcessedPtr Pipeline::DenoiseItem(WorkItem item) const {
   *d->mutable_energy_axis() = ToWire(b.meta.energy_axis);
   d->set_rank(usable ? static_cast<uint32_t>(model->rank) : 0);
   d->set_model_version(usable ? model->version : 0);
+  const auto& scores = result->scores;
+  d->mutable_scores()->Add(scores.data(), scores.data() + scores.size());
+  d->set_spectra_omitted(usable && options_.denoised_payload == DenoisedPayload::kScores);
   d->set_scan_pass(b.positions.empty() ? 0 : b.positions.front().pass);
   d->set_acquisition_time_s(b.meta.acquisition_time_s);
   p->result = std::move(result);
@@ -155,8 +158,10 @@ void Pipeline::InOrder(const ProcessedPtr& p) {
   OutMessage m;
   m.topic = "denoised";
   m.envelope = p->envelope;
-  const auto& den = p->result->denoised;
-  m.payload = stream::Payload{p->result, den.data(), static_cast<size_t>(den.size()) * sizeof(float)};
+  if (!p->envelope->denoised().spectra_omitted()) {
+    const auto& den = p->result->denoised;
+    m.payload = stream::Payload{p->result, den.data(), static_cast<size_t>(den.size()) * sizeof(float)};
+  }
   m.spectra = static_cast<uint64_t>(b.Spectra());
   m.receive_time_s = b.meta.receive_time_s;
   m.token = item.token;
@@ -168,8 +173,7 @@ void Pipeline::ModelUpdate(const UpdateItem& u) {
   if (u.op == UpdateItem::Op::kSeriesEnd) {
     if (svd_ && svd_->buffered() > 0 && !frozen_.load()) {
       svd_->Flush();
-      SetModel(svd_->Model());
-      metrics_.model_version.Set(static_cast<double>(svd_->Model()->version));
+      InstallModel(svd_->Model());
     }
     OutMessage m;
     m.kind = OutMessage::Kind::kSnapshotRequest;
@@ -212,17 +216,30 @@ void Pipeline::ModelUpdate(const UpdateItem& u) {
     }
   }
   svd_->Add(b.counts);
-  auto model = svd_->Model();
-  SetModel(model);
+  InstallModel(svd_->Model());
   metrics_.model_spectra.Increment(static_cast<double>(b.Spectra()));
-  metrics_.model_rank.Set(model->rank);
-  metrics_.model_version.Set(static_cast<double>(model->version));
   const double t1 = NowSteady();
   metrics_.Latency(Stage::kModelUpdate).Observe(t1 - t0);
   // when_idle keeps the update within its CPU budget: after an update of t seconds, the next frame is
   // offered t * (1/budget - 1) seconds later.
   next_offer_s_.store(t1 + (t1 - t0) * (1.0 / options_.model_update_budget - 1.0));
   learnt_since_reset_ += static_cast<uint64_t>(b.Spectra());  // last: status readers see a settled model
+}
+
+void Pipeline::InstallModel(std::shared_ptr<const PcaModel> model) {
+  if (model == Model()) return;  // Add() that only buffered: same version
+  if (options_.denoised_payload == DenoisedPayload::kScores) {
+    // Queued before the model can be used: every "denoised" message using it is queued (and so published)
+    // after its snapshot, so a subscriber always holds the eigenspectra its scores refer to.
+    OutMessage m;
+    m.kind = OutMessage::Kind::kSnapshotRequest;
+    m.reason = "model_update";
+    m.model = model;
+    out_.Push(std::move(m));
+  }
+  metrics_.model_rank.Set(model->rank);
+  metrics_.model_version.Set(static_cast<double>(model->version));
+  SetModel(std::move(model));
 }
 
 }  // namespace specwatch::server

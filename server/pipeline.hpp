@@ -93,6 +93,9 @@ class Pipeline {
   ProcessedPtr DenoiseItem(WorkItem item) const;
   void InOrder(const ProcessedPtr& p);
   void ModelUpdate(const UpdateItem& u);
+  /// Makes `model` the one denoising uses (model_update node only); under denoised_payload: scores, queues
+  /// its snapshot first.
+  void InstallModel(std::shared_ptr<const PcaModel> model);
 
   const ServiceOptions& options_;
   ServiceMetrics& metrics_;

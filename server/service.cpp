@@ -169,7 +169,7 @@ void Service::PublishLoop() {
           break;
         }
         case OutMessage::Kind::kSnapshotRequest:
-          PublishSnapshot(publisher, m.reason);
+          PublishSnapshot(publisher, m.reason, m.model);
           break;
         case OutMessage::Kind::kStatusRequest:
           PublishStatus(publisher);
@@ -192,8 +192,9 @@ void Service::PublishLoop() {
   PublishStatus(publisher);
 }
 
-void Service::PublishSnapshot(stream::ResultPublisher& publisher, const std::string& reason) {
-  auto model = pipeline_.Model();
+void Service::PublishSnapshot(stream::ResultPublisher& publisher, const std::string& reason,
+                              std::shared_ptr<const PcaModel> model) {
+  if (!model) model = pipeline_.Model();
   wire::Envelope env;
   {
     std::lock_guard lock(series_mutex_);

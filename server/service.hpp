@@ -43,7 +43,9 @@ class Service {
   void PublishLoop();
   void ControlLoop();
   wire::Status BuildStatus() const;
-  void PublishSnapshot(stream::ResultPublisher& publisher, const std::string& reason);
+  /// Publishes `model`, or the pipeline's current model when null.
+  void PublishSnapshot(stream::ResultPublisher& publisher, const std::string& reason,
+                       std::shared_ptr<const PcaModel> model = nullptr);
   void PublishStatus(stream::ResultPublisher& publisher);
 
   const ServiceOptions& options_;

@@ -40,6 +40,12 @@ ModelUpdates ParseModelUpdates(const std::string& v, const std::string& where) {
   throw ConfigError(where + " must be \"all\" or \"when_idle\", got \"" + v + "\"");
 }
 
+DenoisedPayload ParseDenoisedPayload(const std::string& v, const std::string& where) {
+  if (v == "spectra") return DenoisedPayload::kSpectra;
+  if (v == "scores") return DenoisedPayload::kScores;
+  throw ConfigError(where + " must be \"spectra\" or \"scores\", got \"" + v + "\"");
+}
+
 }  // namespace
 
 void ServiceOptions::Validate() const {
@@ -97,6 +103,7 @@ ServiceOptions LoadConfigFile(const std::string& path, ServiceOptions o) {
   if (c.has_receive_buffer_frames()) o.receive_buffer_frames = c.receive_buffer_frames();
   if (c.has_model_updates()) o.model_updates = ParseModelUpdates(c.model_updates(), "model_updates");
   if (c.has_model_update_budget()) o.model_update_budget = c.model_update_budget();
+  if (c.has_denoised_payload()) o.denoised_payload = ParseDenoisedPayload(c.denoised_payload(), "denoised_payload");
   if (c.has_pca()) {
     const auto& p = c.pca();
     if (p.has_rank()) o.pca.rank = static_cast<int>(p.rank());
@@ -132,6 +139,7 @@ const Flag kFlags[] = {
     {"--metrics", "HOST:PORT", "Prometheus endpoint, default 127.0.0.1:9464; \"\" disables"},
     {"--rank", "K", "PCA components used to denoise, default 8"},
     {"--threads", "N", "compute threads, default 0 = one per core"},
+    {"--denoised-payload", "spectra|scores", "what denoised messages carry, default spectra"},
     {"--log-level", "LEVEL", "trace, debug, info (default), warn, error"},
     {"--check-config", "", "validate the configuration, print it and exit"},
     {"--help", "", "this text"},
@@ -182,6 +190,7 @@ CommandLine ParseCommandLine(const std::vector<std::string>& args) {
     if (a == "--rank") o.pca.rank = static_cast<int>(ParseUnsigned(a, v));
     if (a == "--threads") o.compute_threads = static_cast<uint32_t>(ParseUnsigned(a, v));
     if (a == "--log-level") o.log_level = v;
+    if (a == "--denoised-payload") o.denoised_payload = ParseDenoisedPayload(v, a);
   }
   if (!cl.help) o.Validate();
   return cl;
@@ -215,6 +224,7 @@ std::string HelpText() {
      << "  receive_buffer_frames: " << d.receive_buffer_frames << "        ZeroMQ receive high-water mark, messages\n"
      << "  model_updates: \"when_idle\"       all | when_idle (skip learning from frames arriving during an update)\n"
      << "  model_update_budget: " << d.model_update_budget << "           when_idle: fraction of one core the model update may use\n"
+     << "  denoised_payload: \"spectra\"      spectra | scores (clients rebuild spectra from scores + snapshot)\n"
      << "  pca {\n"
      << "    rank: " << d.pca.rank << "                        components used to denoise\n"
      << "    oversample: " << d.pca.oversample << "                  extra components tracked\n"

@@ -12,6 +12,8 @@
 namespace specwatch::server {
 
 enum class ModelUpdates { kAll, kWhenIdle };
+/// What a "denoised" message carries besides scores and residuals (proto/README.md, "Scores instead of spectra").
+enum class DenoisedPayload { kSpectra, kScores };
 
 struct ServiceOptions {
   std::string frames_endpoint = ">tcp://127.0.0.1:5555";  ///< "@" bind, ">" connect (default connect)
@@ -28,7 +30,8 @@ struct ServiceOptions {
   double log_rate_limit_per_s = 1.0;   ///< per-frame problem lines per second, per reason
   uint32_t receive_buffer_frames = 1000;
   ModelUpdates model_updates = ModelUpdates::kWhenIdle;
-  double model_update_budget = 0.5;    ///< when_idle: fraction of one core the model update may use
+  double model_update_budget = 0.25;   ///< when_idle: fraction of one core the model update may use
+  DenoisedPayload denoised_payload = DenoisedPayload::kSpectra;
   SubspaceOptions pca;
   bool reset_model_on_new_series = false;
   uint32_t warmup_spectra = 256;       ///< spectra learnt before denoised output uses the model

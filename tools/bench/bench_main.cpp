@@ -1,6 +1,7 @@
 // specwatch-bench: throughput, latency and resource benchmark of the full chain (specwatch-sim -> specwatch ->
 // the bench's subscriber), with real processes on loopback. See --help and docs/benchmarks.md.
 
+#include "stream/large_message_heap.hpp"
 #include "tools/bench/bench_options.hpp"
 #include "tools/bench/chain_run.hpp"
 #include "tools/bench/report.hpp"
@@ -167,6 +168,9 @@ int Run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // The subscriber receives the service's whole output in 0.5 MB messages. Like the service, keep them off
+  // fresh mmaps, or the bench's page faults take the cores it shares with the chain it measures.
+  if (!specwatch::stream::RetainHeapForLargeMessages()) std::fprintf(stderr, "specwatch-bench: heap not tuned\n");
   try {
     return Run(argc, argv);
   } catch (const std::exception& e) {

@@ -72,6 +72,9 @@ Service and simulator
                         (backpressure, lossless)                                        [pub]
   --transport T         tcp: loopback TCP; ipc: Unix domain sockets in /tmp (frames,
                         results, control; metrics stay on HTTP)                       [tcp]
+  --denoised-payload P  specwatch --denoised-payload P: spectra (float32 spectra in every
+                        denoised message) or scores (scores only, a snapshot per model
+                        version; the bench checks each message's version arrived first) [spectra]
   --service-arg=ARG     one more argument for specwatch (repeat for several, e.g.
                         --service-arg=--config --service-arg=FILE)
   --sim-arg=ARG         one more argument for specwatch-sim (e.g. --sim-arg=--hwm
@@ -156,6 +159,11 @@ BenchOptions ParseBenchArgs(std::span<const std::string> args) {
        [&](const std::string& n, const std::string& v) {
          if (v != "tcp" && v != "ipc") throw BenchConfigError(n + ": '" + v + "' is not tcp or ipc");
          o.transport = v;
+       }},
+      {"--denoised-payload",
+       [&](const std::string& n, const std::string& v) {
+         if (v != "spectra" && v != "scores") throw BenchConfigError(n + ": '" + v + "' is not spectra or scores");
+         o.denoised_payload = v;
        }},
       {"--socket",
        [&](const std::string& n, const std::string& v) {

@@ -29,6 +29,7 @@ struct BenchOptions {
   int rank = 0;                           ///< 0: the service's default
   int service_threads = -1;               ///< -1: the service's default
   std::string transport = "tcp";          ///< tcp (loopback TCP) | ipc (Unix domain sockets)
+  std::string denoised_payload = "spectra";  ///< specwatch --denoised-payload: spectra | scores
   std::string socket = "pub";             ///< pub (sim PUB -> service SUB) | push (PUSH -> PULL, lossless)
   int repeat = 1;                         ///< runs per scenario; medians are reported
   bool find_max = false;                  ///< bisect the highest rate sustained with zero loss

@@ -24,6 +24,7 @@
 #include <regex>
 #include <sstream>
 #include <thread>
+#include <unordered_set>
 
 namespace specwatch::bench {
 namespace {
@@ -84,6 +85,7 @@ Quantiles Summarise(std::vector<double> v) {
 
 struct SubscriberStats {
   uint64_t messages = 0, spectra = 0, missing = 0, bad_payload = 0, restarts = 0, passthrough = 0;
+  uint64_t model_missing = 0;  ///< scores-only messages whose model version's snapshot had not arrived
   uint64_t first_spectra = 0;
   double first_recv = 0, last_recv = 0;  // Unix
   double last_latency = 0;
@@ -142,6 +144,7 @@ class Subscriber {
         }
         if (topic == "snapshot") {
           ++any_messages_;
+          snapshot_versions_.insert(env.snapshot().model_version());
           if (env.snapshot().reason() == "series_end") {
             stats_.series_end = true;
             series_end_ = true;
@@ -158,8 +161,16 @@ class Subscriber {
         // The subscription was in place before the first frame was sent: the first sequence must be 1.
         if (env.sequence() > last_sequence + 1) stats_.missing += env.sequence() - last_sequence - 1;
         last_sequence = std::max(last_sequence, env.sequence());
-        const size_t want = size_t{d.spectrum_count()} * d.channel_count() * sizeof(float);
-        if (parts.size() != 3 || parts[2].size() != want) ++stats_.bad_payload;
+        if (d.spectra_omitted()) {
+          // Scores only: the spectra are rebuilt from the snapshot of this version, which must have come first.
+          if (parts.size() != 2 || size_t(d.scores_size()) != size_t{d.spectrum_count()} * d.rank()) {
+            ++stats_.bad_payload;
+          }
+          if (!snapshot_versions_.contains(d.model_version())) ++stats_.model_missing;
+        } else {
+          const size_t want = size_t{d.spectrum_count()} * d.channel_count() * sizeof(float);
+          if (parts.size() != 3 || parts[2].size() != want) ++stats_.bad_payload;
+        }
         if (d.rank() == 0) ++stats_.passthrough;
         if (stats_.messages == 0) {
           stats_.first_recv = now;
@@ -187,6 +198,7 @@ class Subscriber {
   std::atomic<bool> series_end_{false};
   std::atomic<double> last_steady_{0};
   SubscriberStats stats_;  // subscriber thread until Stop()
+  std::unordered_set<uint64_t> snapshot_versions_;  // subscriber thread
 };
 
 // ---------------------------------------------------------------------------------------------------------
@@ -420,6 +432,7 @@ RunResult RunChain(const BenchOptions& o, const RunSpec& spec, const std::string
                                            "--metrics", "127.0.0.1:" + std::to_string(metrics_port)};
   if (o.socket == "push") service_argv.insert(service_argv.end(), {"--frames-socket", "pull"});
   if (o.rank > 0) service_argv.insert(service_argv.end(), {"--rank", std::to_string(o.rank)});
+  service_argv.insert(service_argv.end(), {"--denoised-payload", o.denoised_payload});
   if (o.service_threads >= 0) service_argv.insert(service_argv.end(), {"--threads", std::to_string(o.service_threads)});
   service_argv.insert(service_argv.end(), o.service_args.begin(), o.service_args.end());
 
@@ -589,7 +602,7 @@ RunResult RunChain(const BenchOptions& o, const RunSpec& spec, const std::string
     r.sub_missing = st.missing + (r.denoised_messages_published > st.messages + st.missing
                                       ? r.denoised_messages_published - st.messages - st.missing
                                       : 0);  // lost at the tail: never followed by a later sequence number
-    r.sub_bad_payload = st.bad_payload;
+    r.sub_bad_payload = st.bad_payload + st.model_missing;  // a message the client could not rebuild is bad
     r.sub_restarts = st.restarts;
     r.sub_passthrough_messages = st.passthrough;
     r.series_end_seen = st.series_end;

@@ -179,7 +179,8 @@ std::string TextReport(const BenchOptions& o, const MachineInfo& m, const std::v
                        const FindMaxReport& find_max) {
   std::ostringstream os;
   os << "specwatch-bench: " << o.channels << " channels, " << o.frame_spectra << " spectra/frame, scan "
-     << o.scan_width << "x" << o.scan_height << ", " << o.modality << ", transport " << Transport(o) << "\n";
+     << o.scan_width << "x" << o.scan_height << ", " << o.modality << ", transport " << Transport(o)
+     << ", denoised payload " << o.denoised_payload << "\n";
   os << "machine: " << m.cpu_model << ", " << m.cores << " cores, " << Num(m.mem_GiB, 1) << " GiB, " << m.kernel
      << ", load average at start " << Num(m.load_at_start, 2) << "\n";
   os << "latency = bench receive time - DenoisedBatch.acquisition_time_s (the sim's scheduled send time of the "
@@ -284,6 +285,7 @@ std::string JsonReport(const BenchOptions& o, const MachineInfo& m, const std::v
   os << ", \"config\": {\"channels\": " << o.channels << ", \"frame_spectra\": " << o.frame_spectra
      << ", \"scan\": \"" << o.scan_width << "x" << o.scan_height << "\", \"modality\": " << JsonString(o.modality)
      << ", \"transport\": " << JsonString(o.socket == "pub" ? "pub/sub" : "push/pull")
+     << ", \"denoised_payload\": " << JsonString(o.denoised_payload)
      << ", \"rank\": " << (o.rank > 0 ? std::to_string(o.rank) : "null") << ", \"repeat\": " << o.repeat
      << ", \"seconds\": " << Num(o.seconds, 3) << "}";
   os << ", \"latency_definition\": \"bench receive Unix time - DenoisedBatch.acquisition_time_s (sim's scheduled "

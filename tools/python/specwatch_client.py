@@ -19,6 +19,7 @@ thread each. Several may share a zmq.Context.
 from __future__ import annotations
 
 import atexit
+import collections
 import dataclasses
 import importlib
 import logging
@@ -683,6 +684,8 @@ class Event:
     restart: bool = False              # the publisher_epoch changed: the service restarted
     first: bool = False                # first message of this topic seen by this subscriber
     duplicate: bool = False            # sequence not above the previous one under the same epoch
+    rebuilt: bool = False              # denoised, scores only: payload rebuilt from scores + snapshot
+    model_missing: bool = False        # denoised, scores only: the snapshot of its model_version never came
 
     @property
     def sequence(self) -> int:
@@ -708,6 +711,14 @@ class Event:
         return getattr(self.envelope, kind) if kind else None
 
     @property
+    def scores(self) -> Optional[np.ndarray]:
+        """denoised: the scores [spectra, rank] (x_hat = mean + scores @ components of the model version)."""
+        if self.kind != "denoised":
+            return None
+        d = self.envelope.denoised
+        return np.asarray(d.scores, dtype=np.float32).reshape(d.spectrum_count, d.rank)
+
+    @property
     def mean(self) -> Optional[np.ndarray]:
         """snapshot: the mean spectrum [channels]."""
         return self.payload[0] if self.topic == "snapshot" and self.payload is not None else None
@@ -721,7 +732,14 @@ class Event:
 def _shape_payload(topic: str, envelope, raw: Optional[memoryview]) -> Optional[np.ndarray]:
     """Reshapes the payload of known topics; raises ProtocolError when its size contradicts the envelope."""
     if topic == "denoised" and envelope.WhichOneof("body") == "denoised":
-        rows, cols = envelope.denoised.spectrum_count, envelope.denoised.channel_count
+        d = envelope.denoised
+        if d.spectra_omitted:  # scores only: decode() rebuilds the spectra from the model snapshot
+            if raw is not None and raw.nbytes:
+                raise ProtocolError(f"denoised: spectra_omitted but a payload of {raw.nbytes} bytes")
+            if len(d.scores) != d.spectrum_count * d.rank:
+                raise ProtocolError(f"denoised: {len(d.scores)} scores, expected {d.spectrum_count}x{d.rank}")
+            return None
+        rows, cols = d.spectrum_count, d.channel_count
     elif topic == "snapshot" and envelope.WhichOneof("body") == "snapshot":
         rows, cols = 1 + envelope.snapshot.rank, envelope.snapshot.channel_count
     else:
@@ -742,11 +760,17 @@ class EventSubscriber:
     stats[topic].missed), an epoch change a service restart (Event.restart). The first message after
     connecting or after a restart is not a gap, whatever its sequence. Malformed messages are skipped and
     counted in .malformed (strict=True raises ProtocolError instead). One thread only.
+
+    A service configured with denoised_payload: "scores" sends scores instead of spectra and a snapshot of
+    every model version first. Subscribed to "snapshot" as well (the default topics), this class keeps the
+    last `models_kept` snapshots and rebuilds each denoised payload as mean + scores @ components
+    (Event.rebuilt); when the version's snapshot was not received (joined late, or lost) the payload is None,
+    Event.model_missing is set and .models_missing counts it.
     """
 
     def __init__(self, endpoint: str = DEFAULT_PUBLISH_ENDPOINT, topics: Optional[Iterable[str]] = TOPICS, *,
                  context: Optional[zmq.Context] = None, receive_hwm: int = 10000, strict: bool = False,
-                 protos=None):
+                 protos=None, models_kept: int = 64):
         self._pb = protos or load_protos()
         self._context = context or zmq.Context.instance()
         self._socket = self._context.socket(zmq.SUB)
@@ -764,6 +788,9 @@ class EventSubscriber:
         self.malformed = 0
         self.epoch: Optional[int] = None   # last publisher_epoch seen on any topic
         self.restarts = 0                  # epoch changes seen across topics
+        self.models_missing = 0            # scores-only denoised messages whose snapshot never came
+        self._models: "collections.OrderedDict[Tuple[int, int], np.ndarray]" = collections.OrderedDict()
+        self._models_kept = models_kept
 
     def subscribe(self, topic: str) -> None:
         if self.topics is None:
@@ -857,8 +884,29 @@ class EventSubscriber:
         raw = buffers[2] if len(buffers) == 3 else None
         payload = _shape_payload(topic, envelope, raw)
         event = Event(topic, envelope, payload, raw, received)
+        if event.kind == "snapshot" and payload is not None:
+            self._keep_model(envelope.publisher_epoch, envelope.snapshot.model_version, payload)
+        elif event.kind == "denoised" and envelope.denoised.spectra_omitted:
+            self._rebuild(event)
         self._track(event)
         return event
+
+    def _keep_model(self, epoch: int, version: int, snapshot: np.ndarray) -> None:
+        key = (epoch, version)
+        self._models[key] = snapshot
+        self._models.move_to_end(key)
+        while len(self._models) > self._models_kept:
+            self._models.popitem(last=False)
+
+    def _rebuild(self, event: Event) -> None:
+        d = event.envelope.denoised
+        model = self._models.get((event.envelope.publisher_epoch, d.model_version))
+        if model is None or model.shape[0] < 1 + d.rank or model.shape[1] != d.channel_count:
+            event.model_missing = True
+            self.models_missing += 1
+            return
+        event.payload = model[0] + event.scores @ model[1:1 + d.rank]
+        event.rebuilt = True
 
     def _track(self, event: Event) -> None:
         st = self.stats.setdefault(event.topic, TopicStats())

@@ -352,6 +352,31 @@ class EventSubscriberTest(Loopback):
         self.assertEqual(sub.restarts, 1)
         self.assertEqual(sub.epoch, 7)
 
+    def test_scores_only_rebuilt_from_the_snapshot_of_their_version(self):
+        sub = self.subscriber()
+        mean = np.array([1.0, 2.0, 3.0], dtype=np.float32)
+        comps = np.array([[1.0, 0.0, 0.0], [0.0, 0.6, 0.8]], dtype=np.float32)
+        for version, scale in ((4, 1.0), (5, 2.0)):  # two versions held at once
+            snapshot = self.pb.results.ModelSnapshot(rank=2, channel_count=3, model_version=version,
+                                                     reason="model_update")
+            self.pub.send_multipart(sc.encode_result("snapshot", self.envelope(version - 3, snapshot=snapshot),
+                                                     np.vstack([mean * scale, comps])))
+        scores = np.array([[1.0, -2.0], [0.5, 4.0]], dtype=np.float32)
+        for seq, version in ((1, 4), (2, 5), (3, 6)):  # version 6's snapshot never came
+            batch = self.pb.results.DenoisedBatch(frame_number=seq, spectrum_count=2, channel_count=3, rank=2,
+                                                  model_version=version, scores=scores.ravel().tolist(),
+                                                  spectra_omitted=True, residual_norm=[0.0, 0.0])
+            self.pub.send_multipart(sc.encode_result("denoised", self.envelope(seq, denoised=batch)))
+        events = [e for e in sub.events(timeout_s=2.0, count=5) if e.topic == "denoised"]
+        self.assertEqual(len(events), 3)
+        np.testing.assert_allclose(events[0].scores, scores)
+        np.testing.assert_allclose(events[0].payload, mean + scores @ comps, rtol=1e-6)
+        np.testing.assert_allclose(events[1].payload, 2 * mean + scores @ comps, rtol=1e-6)
+        self.assertEqual([(e.rebuilt, e.model_missing) for e in events], [(True, False), (True, False),
+                                                                          (False, True)])
+        self.assertIsNone(events[2].payload)
+        self.assertEqual(sub.models_missing, 1)
+
     def test_topic_filter_and_malformed(self):
         sub = self.subscriber(["status"])
         self.denoised(1, 0)                                          # not subscribed

@@ -2,13 +2,13 @@
 
 #include "stream/detector_sender.hpp"
 #include "stream/endpoint.hpp"
+#include "stream/large_message_heap.hpp"
 #include "tools/sim/frame_pump.hpp"
 #include "tools/sim/sim_options.hpp"
 #include "tools/sim/simulator.hpp"
 #include "tools/sim/truth_writer.hpp"
 #include "tools/sim/wire_messages.hpp"
 
-#include <malloc.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <unistd.h>
@@ -134,8 +134,7 @@ int Run(int argc, char** argv) {
   // DetectorSender copies each payload into a fresh zmq::message_t (~1 MB for a 256-spectrum frame). With
   // glibc's defaults every such block is a new mmap: page faults and zeroing cost more than generating the
   // counts. Serve them from the heap instead, and keep freed memory for the next frame.
-  mallopt(M_MMAP_THRESHOLD, 32 << 20);  // glibc's maximum
-  mallopt(M_TRIM_THRESHOLD, 512 << 20);
+  if (!specwatch::stream::RetainHeapForLargeMessages()) std::fprintf(stderr, "specwatch-sim: heap settings refused\n");
 
   std::unique_ptr<sim::Simulator> simulator;
   try {

@@ -3,6 +3,7 @@
 
 #include "results.pb.h"
 #include "stream/endpoint.hpp"
+#include "stream/large_message_heap.hpp"
 
 #include <google/protobuf/util/json_util.h>
 #include <zmq.hpp>
@@ -63,6 +64,7 @@ std::string Line(const std::string& topic, const specwatch::wire::Envelope& e, s
          << " pass=" << d.scan_pass() << " rank=" << d.rank() << " model=" << d.model_version()
          << " residual_median=" << median;
       if (!d.positions().empty()) os << " first=(" << d.positions(0).x() << "," << d.positions(0).y() << ")";
+      if (d.spectra_omitted()) os << " scores_only";
       break;
     }
     case specwatch::wire::Envelope::kSnapshot: {
@@ -103,6 +105,7 @@ void Record(std::ofstream& out, const std::vector<zmq::message_t>& parts) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (!specwatch::stream::RetainHeapForLargeMessages()) std::fprintf(stderr, "specwatch-tap: heap settings refused\n");
   std::string endpoint, record, topics;
   bool json = false, quiet = false;
   double seconds = 0;

@@ -37,13 +37,17 @@ TEST_CASE("Denoise: matches a direct double-precision projection") {
   REQUIRE(out.denoised.rows() == d);
   REQUIRE(out.denoised.cols() == m);
   REQUIRE(out.residual_norm.size() == m);
+  REQUIRE(out.scores.rows() == 7);
+  REQUIRE(out.scores.cols() == m);
 
   const Eigen::MatrixXd u = model.basis.leftCols(7).cast<double>();
   const Eigen::VectorXd mean = model.mean.cast<double>();
   for (int j = 0; j < m; ++j) {
     const Eigen::VectorXd x = spectra.col(j).cast<double>();
-    const Eigen::VectorXd x_hat = mean + u * (u.transpose() * (x - mean));
+    const Eigen::VectorXd score = u.transpose() * (x - mean);
+    const Eigen::VectorXd x_hat = mean + u * score;
     CAPTURE(j);
+    CHECK((out.scores.col(j).cast<double>() - score).cwiseAbs().maxCoeff() < 1e-5 * x.norm());
     CHECK((out.denoised.col(j).cast<double>() - x_hat).cwiseAbs().maxCoeff() < 1e-5 * x.cwiseAbs().maxCoeff());
     CHECK(out.residual_norm(j) == doctest::Approx((x - x_hat).norm()).epsilon(1e-4));
   }
@@ -57,6 +61,7 @@ TEST_CASE("Denoise: reproduces spectra that lie in the model subspace") {
   DenoiseResult out;
   Denoise(model, spectra, &out);
   CHECK((out.denoised - spectra).cwiseAbs().maxCoeff() < 1e-5f * spectra.cwiseAbs().maxCoeff());
+  CHECK((out.scores - scores).cwiseAbs().maxCoeff() < 1e-4f * scores.cwiseAbs().maxCoeff());
   const Eigen::VectorXf offset_norm = (spectra.colwise() - model.mean).colwise().norm().transpose();
   CHECK((out.residual_norm.array() / offset_norm.array()).maxCoeff() < 1e-5f);
 }
@@ -94,6 +99,8 @@ TEST_CASE("Denoise: a model that has seen nothing passes spectra through; rank 0
   Denoise(*svd.Model(), spectra, &out);
   CHECK(out.denoised == spectra);
   CHECK(out.residual_norm.isZero());
+  CHECK(out.scores.rows() == 0);
+  CHECK(out.scores.cols() == spectra.cols());
 
   PcaModel model = HandModel(64, 4, 4, 3);
   model.rank = 0;

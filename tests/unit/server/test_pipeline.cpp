@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 #include <tbb/global_control.h>
 
+#include <map>
 #include <random>
 #include <mutex>
 #include <thread>
@@ -241,4 +242,67 @@ TEST_CASE("when_idle learns from a subset when updates cannot keep up, but denoi
   const double skipped = f.metrics.model_spectra_skipped.Value();
   CHECK(learnt + skipped == doctest::Approx(200.0 * kSpectraPerFrame));
   CHECK(learnt > 0);
+}
+
+TEST_CASE("denoised_payload scores: each model's snapshot is queued before its first use, scores rebuild spectra") {
+  tbb::global_control limit(tbb::global_control::max_allowed_parallelism, 3);
+  Fixture f;
+  f.options.compute_threads = 2;
+  f.options.max_frames_in_flight = 64;
+  f.options.denoised_payload = DenoisedPayload::kScores;
+  std::mt19937 rng(5);
+  std::vector<BatchPtr> sent;
+  std::vector<OutMessage> queued;
+  {
+    Pipeline p(f.options, f.metrics, f.out, f.log);
+    for (uint64_t n = 0; n < 48; ++n) {  // no Drain in between: denoising overlaps the model updates
+      WorkItem w;
+      w.batch = MakeFrame(n, rng);
+      sent.push_back(w.batch);
+      p.Submit(std::move(w));
+      if (n == 7) p.Drain();  // warmed up (64 spectra) before frame 8; later updates overlap denoising
+      if (n % 8 == 7) {
+        for (auto& m : DrainQueue(f.out)) queued.push_back(std::move(m));
+      }
+    }
+    p.Drain();
+    for (auto& m : DrainQueue(f.out)) queued.push_back(std::move(m));
+  }
+  std::map<uint64_t, std::shared_ptr<const PcaModel>> snapshots;  // what a subscriber holds, in queue order
+  int rebuilt = 0, passed_through = 0;
+  for (const auto& m : queued) {
+    if (m.kind == OutMessage::Kind::kSnapshotRequest) {
+      REQUIRE(m.model);
+      CHECK(m.reason == "model_update");
+      CHECK(snapshots.count(m.model->version) == 0);  // one snapshot per version
+      snapshots[m.model->version] = m.model;
+      continue;
+    }
+    REQUIRE(m.kind == OutMessage::Kind::kEnvelope);
+    const auto& d = m.envelope->denoised();
+    const auto& raw = sent.at(d.frame_number())->counts;
+    if (!d.spectra_omitted()) {  // before warm-up: the spectra as received, no scores
+      CHECK(d.rank() == 0);
+      CHECK(d.scores_size() == 0);
+      CHECK(m.payload.bytes == size_t{kChannels} * kSpectraPerFrame * sizeof(float));
+      ++passed_through;
+      continue;
+    }
+    CHECK(m.payload.bytes == 0);
+    REQUIRE(snapshots.count(d.model_version()) == 1);
+    const PcaModel& model = *snapshots[d.model_version()];
+    const int r = static_cast<int>(d.rank());
+    REQUIRE(r == 3);
+    REQUIRE(d.scores_size() == kSpectraPerFrame * r);
+    for (int s = 0; s < kSpectraPerFrame; ++s) {
+      const Eigen::Map<const Eigen::VectorXf> score(d.scores().data() + s * r, r);
+      const Eigen::VectorXf x_hat = model.mean + model.basis.leftCols(r) * score;
+      // The residual the service computed from its own reconstruction matches the client's rebuild.
+      CHECK(d.residual_norm(s) == doctest::Approx((raw.col(s) - x_hat).norm()).epsilon(1e-3));
+    }
+    ++rebuilt;
+  }
+  CHECK(passed_through + rebuilt == 48);
+  CHECK(rebuilt >= 40);  // frames 8-47 at least
+  CHECK(snapshots.size() >= 2);
 }

@@ -27,12 +27,14 @@ TEST_CASE("a config file sets fields over the defaults, and the command line ove
       "frames_socket: \"pull\"\n"
       "max_frames_in_flight: 4\n"
       "model_updates: \"all\"\n"
+      "denoised_payload: \"scores\"\n"
       "pca { rank: 5 forgetting: 0.999 reset_on_new_series: true }\n");
   const auto cl = ParseCommandLine({"--config", path, "--frames", "@tcp://127.0.0.1:7001", "--rank", "6"});
   CHECK(cl.options.frames_endpoint == "@tcp://127.0.0.1:7001");
   CHECK(cl.options.frames_socket == "pull");
   CHECK(cl.options.max_frames_in_flight == 4);
   CHECK(cl.options.model_updates == ModelUpdates::kAll);
+  CHECK(cl.options.denoised_payload == DenoisedPayload::kScores);
   CHECK(cl.options.pca.rank == 6);
   CHECK(cl.options.pca.forgetting == doctest::Approx(0.999));
   CHECK(cl.options.reset_model_on_new_series);
@@ -56,7 +58,8 @@ TEST_CASE("out-of-range values are refused naming the field") {
                        Case{"frames_socket: \"dealer\"", "frames_socket"},
                        Case{"pca { forgetting: 1.5 }", "forgetting"}, Case{"pca { rank: 0 }", "rank"},
                        Case{"log_level: \"loud\"", "log_level"}, Case{"snapshot_period_s: -1", "snapshot_period_s"},
-                       Case{"model_updates: \"sometimes\"", "model_updates"}}) {
+                       Case{"model_updates: \"sometimes\"", "model_updates"},
+                       Case{"denoised_payload: \"float16\"", "denoised_payload"}}) {
     const auto path = WriteTemp(c.text);
     CAPTURE(c.text);
     CHECK_THROWS_WITH_AS(LoadConfigFile(path), doctest::Contains(c.names), ConfigError);
@@ -80,7 +83,8 @@ TEST_CASE("--help lists every flag and config key") {
   const std::string help = HelpText();
   for (const char* word : {"--config", "--frames", "--publish", "--control", "--metrics", "max_frames_in_flight",
                            "max_message_bytes", "snapshot_period_s", "model_updates", "forgetting",
-                           "warmup_spectra", "receive_buffer_frames", "log_rate_limit_per_s"}) {
+                           "warmup_spectra", "receive_buffer_frames", "log_rate_limit_per_s", "denoised_payload",
+                           "--denoised-payload"}) {
     CAPTURE(word);
     CHECK(help.find(word) != std::string::npos);
   }
