@@ -1,6 +1,9 @@
 #include "operators/denoiser.hpp"
 
+#include "operators/poisson_weighting.hpp"
+
 #include <algorithm>
+#include <cmath>
 #include <stdexcept>
 #include <string>
 
@@ -10,6 +13,8 @@ namespace {
 // Spectra per chunk: the chunk of input and output (2 x D x chunk floats) stays in L2 between the GEMMs, the
 // mean addition and the residual, instead of streaming the whole batch through memory four times.
 constexpr Eigen::Index kChunk = 64;
+// Smallest expected count the deviance uses for a reconstructed channel [counts].
+constexpr float kDevianceFloor = 1e-2f;
 
 }  // namespace
 
@@ -18,9 +23,13 @@ void Denoise(const PcaModel& model, const Eigen::Ref<const CountsMatrix>& spectr
   const Eigen::Index m = spectra.cols();
   out->denoised.resize(d, m);
   out->residual_norm.resize(m);
+  out->residual_chi2.resize(m);
+  out->deviance_z.resize(m);
   if (model.spectra_seen <= 0.0) {
     out->denoised = spectra;
     out->residual_norm.setZero();
+    out->residual_chi2.setZero();
+    out->deviance_z.setZero();
     out->scores.resize(0, m);
     return;
   }
@@ -28,23 +37,49 @@ void Denoise(const PcaModel& model, const Eigen::Ref<const CountsMatrix>& spectr
     throw std::invalid_argument("Denoise: spectra have " + std::to_string(d) + " channels, the model " +
                                 std::to_string(model.mean.size()));
   }
+  const bool weighted = model.Weighted();
   const Eigen::Index r = std::clamp<Eigen::Index>(model.rank, 0, model.basis.cols());
   const auto u = model.basis.leftCols(r);
   // Uᵀ(x − mean) = Uᵀx − Uᵀmean: subtract on the r x m scores, not on the D x m data.
   const Eigen::VectorXf centre = u.transpose() * model.mean;
   out->scores.resize(r, m);
+  Eigen::VectorXf totals;
+  Eigen::MatrixXf weighted_chunk;
+  if (weighted) totals = SpectrumTotals(spectra);
+  // Degrees of freedom of the deviance: channels minus the components fitted.
+  const double dof = std::max<double>(1.0, static_cast<double>(d - r));
   for (Eigen::Index j = 0; j < m; j += kChunk) {
     const Eigen::Index w = std::min(kChunk, m - j);
     const auto x = spectra.middleCols(j, w);
+    if (weighted) ApplyWeights(x, model.channel_scale, totals.segment(j, w), &weighted_chunk);
+    const Eigen::Ref<const Eigen::MatrixXf> x_model = weighted ? Eigen::Ref<const Eigen::MatrixXf>(weighted_chunk)
+                                                               : Eigen::Ref<const Eigen::MatrixXf>(x);
     auto x_hat = out->denoised.middleCols(j, w);
     auto score = out->scores.middleCols(j, w);
-    score.noalias() = u.transpose() * x;
+    score.noalias() = u.transpose() * x_model;
     score.colwise() -= centre;
     // Start from the mean and accumulate the product: `x_hat = u * score` would zero-fill the destination
     // first, one more pass over D x w floats.
     for (Eigen::Index i = 0; i < w; ++i) x_hat.col(i) = model.mean;  // replicate() compiles to a scalar loop
     x_hat.noalias() += u * score;
-    for (Eigen::Index i = 0; i < w; ++i) out->residual_norm(j + i) = (x.col(i) - x_hat.col(i)).norm();
+    for (Eigen::Index i = 0; i < w; ++i) {  // one pass per column while it is in cache
+      auto xh = x_hat.col(i);
+      out->residual_chi2(j + i) = (x_model.col(i) - xh).squaredNorm();
+      if (!weighted) {
+        out->residual_norm(j + i) = std::sqrt(out->residual_chi2(j + i));
+        out->deviance_z(j + i) = 0.0f;
+        continue;
+      }
+      xh.array() *= model.channel_scale.array() * std::sqrt(totals(j + i));  // back to counts
+      const auto xc = x.col(i).array();
+      out->residual_norm(j + i) = (xc - xh.array()).matrix().norm();
+      // Poisson deviance 2 Σ [x ln(x/μ) − (x − μ)], μ = x̂ floored (a reconstruction at or below zero where
+      // counts were seen is a misfit, and scores as a large deviance rather than an infinity).
+      const auto mu = xh.array().max(kDevianceFloor);
+      const auto log_term = (xc > 0.0f).select(xc * (xc / mu).log(), 0.0f);
+      const double deviance = 2.0 * static_cast<double>((log_term - (xc - mu)).sum());
+      out->deviance_z(j + i) = static_cast<float>((deviance - dof) / std::sqrt(2.0 * dof));
+    }
   }
 }
 

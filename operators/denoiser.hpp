@@ -14,13 +14,22 @@ namespace specwatch {
 
 struct DenoiseResult {
   CountsMatrix denoised;          ///< D x m
-  Eigen::VectorXf residual_norm;  ///< m: ||x − x̂||₂ per spectrum
+  Eigen::VectorXf residual_norm;  ///< m: ||x − x̂||₂ per spectrum, in counts
+  /// m: ||x̃ − x̂̃||² in the space the model was learnt in: with Poisson weighting x̃ = x / sqrt(a b), so this is
+  /// the Pearson χ² of the spectrum against its reconstruction (≈ D − rank for a well-explained spectrum);
+  /// unweighted it is residual_norm².
+  Eigen::VectorXf residual_chi2;
+  /// m: the standardised Poisson deviance (Dev − ν) / sqrt(2ν), ν = D − rank, of the counts against x̂
+  /// (weighted models, i.e. count data, only; 0 otherwise). Near 0 for an explained spectrum at high counts;
+  /// at a few counts per channel its nominal distribution shifts (calibrate thresholds on the data).
+  Eigen::VectorXf deviance_z;
   /// rank x m: column i holds spectrum i's scores U_rᵀ(xᵢ − mean), so x̂ᵢ = mean + U_r · scores.col(i).
   /// 0 x m when nothing was learnt (pass-through).
   Eigen::MatrixXf scores;
 };
 
-/// x̂ = mean + U_r U_rᵀ (x − mean), U_r the first model.rank columns of model.basis.
+/// x̂ = mean + U_r U_rᵀ (x − mean), U_r the first model.rank columns of model.basis. A weighted model
+/// (model.channel_scale set) works on x̃ = x / sqrt(a_i b_j) and returns x̂ = sqrt(a_i b_j) · x̂̃, in counts.
 /// - model.rank == 0 (or empty basis) but spectra_seen > 0: x̂ = mean.
 /// - spectra_seen == 0 (nothing learnt yet): x̂ = x, residual 0 (the data pass through unchanged).
 /// Requires spectra.rows() == model.mean.size() once the model has seen data (std::invalid_argument otherwise).

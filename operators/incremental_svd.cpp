@@ -1,6 +1,7 @@
 #include "operators/incremental_svd.hpp"
 
 #include "operators/config_error.hpp"
+#include "operators/rank_selection.hpp"
 
 #include <Eigen/QR>
 #include <Eigen/Eigenvalues>
@@ -37,6 +38,7 @@ void SubspaceOptions::Validate(int channels) const {
   if (block < 1) Fail("block", ">= 1", block);
   if (!(forgetting > 0.0 && forgetting <= 1.0)) Fail("forgetting", "in (0, 1]", forgetting);
   if (reorthonormalize_every < 1) Fail("reorthonormalize_every", ">= 1", reorthonormalize_every);
+  if (auto_rank && (rank_min < 1 || rank_min > rank)) Fail("rank_min", "in [1, pca.rank]", rank_min);
 }
 
 Eigen::VectorXd PcaModel::ExplainedVarianceRatio() const {
@@ -60,10 +62,23 @@ void IncrementalSvd::Reset() {
   empty->mean = Eigen::VectorXf::Zero(channels_);
   empty->basis.resize(channels_, 0);
   empty->effective_memory = effective_memory_;
+  empty->channel_scale = channel_scale_;
   mean_ = Eigen::VectorXd::Zero(channels_);
   buffered_ = 0;
   updates_since_qr_ = 0;
   Publish(std::move(empty));
+}
+
+void IncrementalSvd::SetChannelScale(const Eigen::VectorXf& channel_scale) {
+  if (current_->spectra_seen > 0 || buffered_ > 0) {
+    throw std::logic_error("IncrementalSvd::SetChannelScale after learning started");
+  }
+  if (channel_scale.size() != 0 && channel_scale.size() != channels_) {
+    throw std::invalid_argument("IncrementalSvd::SetChannelScale: " + std::to_string(channel_scale.size()) +
+                                " entries for " + std::to_string(channels_) + " channels");
+  }
+  channel_scale_ = channel_scale;
+  Reset();
 }
 
 void IncrementalSvd::Add(const Eigen::Ref<const Eigen::MatrixXf>& spectra) {
@@ -181,8 +196,17 @@ void IncrementalSvd::Update(const Eigen::Ref<const Eigen::MatrixXf>& block) {
   next->spectra_seen = n_new;
   next->total_variance = decay * old.total_variance + added_variance;
   next->version = old.version + 1;
-  next->rank = static_cast<int>(std::min<Eigen::Index>(options_.rank, k_new));
+  const int tracked = static_cast<int>(std::min<Eigen::Index>(options_.rank, k_new));
+  const double residual_energy = std::max(0.0, next->total_variance - next->singular_values.squaredNorm());
+  next->noise_sigma = NoiseSigmaFromResidual(residual_energy, static_cast<double>(d), n_new, static_cast<double>(k_new));
+  next->rank_threshold = GavishDonohoThreshold(static_cast<double>(d), n_new, next->noise_sigma);
+  next->rank = tracked;
+  if (options_.auto_rank && next->noise_sigma > 0.0) {
+    next->rank = std::clamp(CountAbove(next->singular_values, next->rank_threshold), std::min(options_.rank_min, tracked),
+                            tracked);
+  }
   next->effective_memory = effective_memory_;
+  next->channel_scale = channel_scale_;
   Publish(std::move(next));
 }
 

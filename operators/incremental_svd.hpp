@@ -16,11 +16,13 @@ namespace specwatch {
 
 /// Options of the streaming subspace tracker (config section "pca").
 struct SubspaceOptions {
-  int rank = 8;                       ///< components used to denoise (K)
+  int rank = 8;                       ///< components used to denoise (K); with auto_rank, the most allowed
   int oversample = 8;                 ///< extra tracked components; k_max = rank + oversample
   int block = 32;                     ///< spectra accumulated per update
   double forgetting = 1.0;            ///< per spectrum, (0, 1]; N_eff = 1/(1-forgetting); 1 = infinite memory
   int reorthonormalize_every = 1000;  ///< updates between QR re-orthonormalisations of U
+  bool auto_rank = false;             ///< rank from the Gavish–Donoho threshold (rank_selection.hpp)
+  int rank_min = 1;                   ///< auto_rank: the fewest components used
 
   int MaxComponents() const { return rank + oversample; }  ///< k_max
   /// Throws ConfigError naming the field ("pca.rank ...") unless the options suit spectra of `channels` channels.
@@ -37,8 +39,17 @@ struct PcaModel {
   double spectra_seen = 0;          ///< n (decayed by forgetting)
   double total_variance = 0;        ///< decayed sum of squared centred norms, trace(C) (for explained variance)
   uint64_t version = 0;             ///< number of updates applied since construction or Reset()
-  int rank = 0;                     ///< components to use for denoising, min(options.rank, k)
+  int rank = 0;                     ///< components to use for denoising: min(options.rank, k), or with
+                                    ///< auto_rank the count above rank_threshold within [rank_min, rank]
+  double noise_sigma = 0;           ///< noise per entry estimated from the untracked energy (0: unknown)
+  double rank_threshold = 0;        ///< Gavish–Donoho τ for the singular values (0: not computed)
   double effective_memory = 0;      ///< N_eff in spectra, 0 = infinite
+  /// Poisson weighting (poisson_weighting.hpp): sqrt(b_j), D entries, when the model was learnt from
+  /// x̃ = x / sqrt(a_i b_j); empty when it was learnt from the data as they are. mean and basis live in the
+  /// weighted space then.
+  Eigen::VectorXf channel_scale;
+
+  bool Weighted() const { return channel_scale.size() > 0 && channel_scale.size() == mean.size(); }
 
   /// s_i² / total_variance for the first `rank` components (zeros if total_variance is 0).
   Eigen::VectorXd ExplainedVarianceRatio() const;
@@ -69,6 +80,10 @@ class IncrementalSvd {
   void Flush();
   /// Forgets everything, including buffered spectra; publishes the empty model.
   void Reset();
+  /// The spectra given to Add are weighted with this scale (PcaModel::channel_scale, D entries; empty: not
+  /// weighted): recorded in every model published from now on. Only while nothing was learnt since the last
+  /// Reset (std::logic_error otherwise); survives Reset.
+  void SetChannelScale(const Eigen::VectorXf& channel_scale);
 
   /// Latest snapshot (cheap: copies a pointer replaced after each update, under a short lock). Never null.
   std::shared_ptr<const PcaModel> Model() const;
@@ -85,6 +100,7 @@ class IncrementalSvd {
   int channels_;
   SubspaceOptions options_;
   double effective_memory_;
+  Eigen::VectorXf channel_scale_;
 
   // State. U, s and n live in the latest snapshot (current_), which the next update only reads; the mean is
   // kept in double here because n grows without bound when forgetting is 1.

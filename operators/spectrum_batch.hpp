@@ -50,6 +50,7 @@ struct FrameMeta {
   double beam_current_pA = 0.0;
   double pixel_area_A2 = 0.0;
   ScanShape scan_shape;          ///< 0x0 when unknown
+  bool integer_counts = true;    ///< the payload was integer counts (uint16/uint32), not processed floats
 };
 
 struct SpectrumBatch {

@@ -5,6 +5,9 @@
 
 #include <tbb/info.h>
 
+#include <algorithm>
+#include <cmath>
+
 namespace specwatch::server {
 
 struct Pipeline::Nodes {
@@ -114,6 +117,15 @@ Pipeline::ProcessedPtr Pipeline::DenoiseItem(WorkItem item) const {
   d->set_model_version(usable ? model->version : 0);
   const auto& scores = result->scores;
   d->mutable_scores()->Add(scores.data(), scores.data() + scores.size());
+  if (usable) {
+    d->mutable_residual_chi2()->Add(result->residual_chi2.data(),
+                                    result->residual_chi2.data() + result->residual_chi2.size());
+  }
+  if (usable && model->Weighted()) {
+    d->mutable_deviance_z()->Add(result->deviance_z.data(), result->deviance_z.data() + result->deviance_z.size());
+    d->mutable_spectrum_scale()->Reserve(b.Spectra());
+    for (int i = 0; i < b.Spectra(); ++i) d->add_spectrum_scale(std::sqrt(std::max(b.counts.col(i).sum(), 1.0f)));
+  }
   d->set_spectra_omitted(usable && options_.denoised_payload == DenoisedPayload::kScores);
   d->set_scan_pass(b.positions.empty() ? 0 : b.positions.front().pass);
   d->set_acquisition_time_s(b.meta.acquisition_time_s);
@@ -171,9 +183,9 @@ void Pipeline::InOrder(const ProcessedPtr& p) {
 void Pipeline::ModelUpdate(const UpdateItem& u) {
   if (u.counted_pending) --pending_updates_;
   if (u.op == UpdateItem::Op::kSeriesEnd) {
-    if (svd_ && svd_->buffered() > 0 && !frozen_.load()) {
-      svd_->Flush();
-      InstallModel(svd_->Model());
+    if (learner_ && learner_->buffered() > 0 && !frozen_.load()) {
+      learner_->Flush();
+      InstallModel(learner_->Model());
     }
     OutMessage m;
     m.kind = OutMessage::Kind::kSnapshotRequest;
@@ -183,7 +195,7 @@ void Pipeline::ModelUpdate(const UpdateItem& u) {
     return;
   }
   if (u.op == UpdateItem::Op::kReset) {
-    if (svd_) svd_->Reset();
+    if (learner_) learner_->Reset();
     SetModel(std::make_shared<const PcaModel>());
     learnt_since_reset_.store(0);
     metrics_.model_rank.Set(0);
@@ -201,12 +213,18 @@ void Pipeline::ModelUpdate(const UpdateItem& u) {
     metrics_.model_spectra_skipped.Increment(static_cast<double>(b.Spectra()));
     return;
   }
-  if (!svd_ || svd_->channels() != b.Channels()) {
-    if (svd_) log_->warn("channel count changed {} -> {}: model restarts", svd_->channels(), b.Channels());
+  if (!learner_ || learner_->channels() != b.Channels()) {
+    if (learner_) log_->warn("channel count changed {} -> {}: model restarts", learner_->channels(), b.Channels());
     learnt_since_reset_.store(0);
-    svd_.reset();
+    learner_.reset();
     try {
-      svd_ = std::make_unique<IncrementalSvd>(b.Channels(), options_.pca);
+      WeightingOptions weighting = options_.weighting_options;
+      weighting.enabled = options_.weighting == Weighting::kPoisson ||
+                          (options_.weighting == Weighting::kAuto && b.meta.integer_counts);
+      learner_ = std::make_unique<StreamingModel>(b.Channels(), options_.pca, weighting);
+      log_->info("model for {}-channel spectra: {} weighting, rank {}{}", b.Channels(),
+                 weighting.enabled ? "Poisson" : "no", options_.pca.auto_rank ? "automatic up to " : "",
+                 options_.pca.rank);
     } catch (const ConfigError& e) {
       log_->error("series '{}': no model for {}-channel spectra: {}; spectra pass through undenoised",
                   b.meta.series_id, b.Channels(), e.what());
@@ -215,8 +233,8 @@ void Pipeline::ModelUpdate(const UpdateItem& u) {
       return;
     }
   }
-  svd_->Add(b.counts);
-  InstallModel(svd_->Model());
+  learner_->Add(b.counts);
+  InstallModel(learner_->Model());
   metrics_.model_spectra.Increment(static_cast<double>(b.Spectra()));
   const double t1 = NowSteady();
   metrics_.Latency(Stage::kModelUpdate).Observe(t1 - t0);

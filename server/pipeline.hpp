@@ -17,6 +17,7 @@
 
 #include "operators/denoiser.hpp"
 #include "operators/incremental_svd.hpp"
+#include "operators/streaming_model.hpp"
 #include "server/output_queue.hpp"
 #include "server/service_metrics.hpp"
 #include "server/service_options.hpp"
@@ -123,7 +124,7 @@ class Pipeline {
   std::atomic<bool> frozen_{false};
   std::atomic<uint32_t> pending_updates_{0};
   std::atomic<uint64_t> learnt_since_reset_{0};
-  std::unique_ptr<IncrementalSvd> svd_;  // model_update node only
+  std::unique_ptr<StreamingModel> learner_;  // model_update node only
   int unusable_channels_ = -1;           // model_update node only: channel count the options cannot fit
 
   // The graph lives in its own arena with `compute_threads` worker slots and none reserved for the

@@ -216,10 +216,23 @@ void Service::PublishSnapshot(stream::ResultPublisher& publisher, const std::str
   s->set_effective_memory(model->effective_memory);
   s->set_model_version(model->version);
   s->set_reason(reason);
+  s->set_poisson_weighted(model->Weighted());
+  s->set_noise_sigma(model->noise_sigma);
+  s->set_rank_threshold(model->rank_threshold);
+  s->set_tracked_components(static_cast<uint32_t>(model->basis.cols()));
+  for (Eigen::Index i = 0; i < model->singular_values.size(); ++i) {
+    s->add_tracked_singular_values(model->singular_values[i]);
+  }
   auto data = std::make_shared<std::vector<float>>(static_cast<size_t>((1 + rank) * channels));
   if (channels > 0) {
-    Eigen::Map<Eigen::VectorXf>(data->data(), channels) = model->mean;
-    Eigen::Map<Eigen::MatrixXf>(data->data() + channels, channels, rank) = model->basis.leftCols(rank);
+    Eigen::Map<Eigen::VectorXf> mean(data->data(), channels);
+    Eigen::Map<Eigen::MatrixXf> eigenspectra(data->data() + channels, channels, rank);
+    mean = model->mean;
+    eigenspectra = model->basis.leftCols(rank);
+    if (model->Weighted()) {  // back to counts (per sqrt(total counts)): results.proto, ModelSnapshot
+      mean.array() *= model->channel_scale.array();
+      eigenspectra.array().colwise() *= model->channel_scale.array();
+    }
   }
   publisher.Publish("snapshot", env, stream::Payload{data, data->data(), data->size() * sizeof(float)});
   metrics_.Published("snapshot").Increment();

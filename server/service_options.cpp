@@ -40,6 +40,13 @@ ModelUpdates ParseModelUpdates(const std::string& v, const std::string& where) {
   throw ConfigError(where + " must be \"all\" or \"when_idle\", got \"" + v + "\"");
 }
 
+Weighting ParseWeighting(const std::string& v, const std::string& where) {
+  if (v == "auto") return Weighting::kAuto;
+  if (v == "poisson") return Weighting::kPoisson;
+  if (v == "none") return Weighting::kNone;
+  throw ConfigError(where + " must be \"auto\", \"poisson\" or \"none\", got \"" + v + "\"");
+}
+
 DenoisedPayload ParseDenoisedPayload(const std::string& v, const std::string& where) {
   if (v == "spectra") return DenoisedPayload::kSpectra;
   if (v == "scores") return DenoisedPayload::kScores;
@@ -74,6 +81,7 @@ void ServiceOptions::Validate() const {
           "model_update_budget must be in (0, 1], got " + Str(model_update_budget));
   // Channel-dependent limits (rank + oversample <= channels) are checked when the first frame arrives.
   pca.Validate(/*channels=*/1 << 16);
+  weighting_options.Validate();
 }
 
 ServiceOptions LoadConfigFile(const std::string& path, ServiceOptions o) {
@@ -112,6 +120,11 @@ ServiceOptions LoadConfigFile(const std::string& path, ServiceOptions o) {
     if (p.has_forgetting()) o.pca.forgetting = p.forgetting();
     if (p.has_reset_on_new_series()) o.reset_model_on_new_series = p.reset_on_new_series();
     if (p.has_warmup_spectra()) o.warmup_spectra = p.warmup_spectra();
+    if (p.has_weighting()) o.weighting = ParseWeighting(p.weighting(), "pca.weighting");
+    if (p.has_calibration_spectra()) o.weighting_options.calibration_spectra = static_cast<int>(p.calibration_spectra());
+    if (p.has_weight_floor()) o.weighting_options.floor_fraction = p.weight_floor();
+    if (p.has_auto_rank()) o.pca.auto_rank = p.auto_rank();
+    if (p.has_rank_min()) o.pca.rank_min = static_cast<int>(p.rank_min());
   }
   try {
     o.Validate();
@@ -232,6 +245,12 @@ std::string HelpText() {
      << "    forgetting: " << d.pca.forgetting << "                 per spectrum, (0, 1]; memory 1/(1-forgetting)\n"
      << "    reset_on_new_series: false     fresh model at each series start\n"
      << "    warmup_spectra: " << d.warmup_spectra << "            spectra learnt before the model denoises\n"
+     << "    weighting: \"auto\"              auto (Poisson for integer payloads) | poisson | none\n"
+     << "    calibration_spectra: " << d.weighting_options.calibration_spectra
+     << "      Poisson weighting: spectra whose mean shape fixes the weights\n"
+     << "    weight_floor: " << d.weighting_options.floor_fraction << "             weights' floor, fraction of the mean channel\n"
+     << "    auto_rank: " << (d.pca.auto_rank ? "true" : "false") << "               rank by the Gavish-Donoho threshold, within [rank_min, rank]\n"
+     << "    rank_min: " << d.pca.rank_min << "                    auto_rank: fewest components\n"
      << "  }\n";
   return os.str();
 }

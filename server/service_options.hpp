@@ -4,6 +4,7 @@
 /// read-only.
 
 #include "operators/incremental_svd.hpp"
+#include "operators/poisson_weighting.hpp"
 
 #include <cstdint>
 #include <string>
@@ -12,6 +13,8 @@
 namespace specwatch::server {
 
 enum class ModelUpdates { kAll, kWhenIdle };
+/// Poisson weighting of the model (operators/poisson_weighting.hpp). kAuto: for integer payloads only.
+enum class Weighting { kAuto, kPoisson, kNone };
 /// What a "denoised" message carries besides scores and residuals (proto/README.md, "Scores instead of spectra").
 enum class DenoisedPayload { kSpectra, kScores };
 
@@ -33,6 +36,8 @@ struct ServiceOptions {
   double model_update_budget = 0.25;   ///< when_idle: fraction of one core the model update may use
   DenoisedPayload denoised_payload = DenoisedPayload::kSpectra;
   SubspaceOptions pca;
+  Weighting weighting = Weighting::kAuto;
+  WeightingOptions weighting_options;  ///< .enabled is decided per model from `weighting` and the payload
   bool reset_model_on_new_series = false;
   uint32_t warmup_spectra = 256;       ///< spectra learnt before denoised output uses the model
 

@@ -149,6 +149,7 @@ struct FrameDecoder::Impl {
 
     auto batch = std::make_shared<SpectrumBatch>();
     batch->counts.resize(static_cast<Eigen::Index>(channels), static_cast<Eigen::Index>(spectra));
+    batch->meta.integer_counts = h.payload_type() != wire::PAYLOAD_FLOAT32;
     float* dst = batch->counts.data();
     const size_t n = spectra * channels;
     switch (h.payload_type()) {

@@ -74,7 +74,7 @@ class PythonToolsTest(unittest.TestCase):
         e = np.arange(channels)
         phases = np.stack([50 * np.exp(-0.5 * ((e - c) / 6.0) ** 2) + 5 for c in (60, 130, 200)])
         svc = Service("--rank", "3", "--denoised-payload", "scores",
-                      config_text='model_updates: "all"\npca { block: 32 warmup_spectra: 64 }\n')
+                      config_text='model_updates: "all"\npca { block: 32 warmup_spectra: 64 calibration_spectra: 64 }\n')
         sent = {}
         try:
             with sc.EventSubscriber(">" + svc.publish_endpoint, topics=("denoised", "snapshot")) as sub, \

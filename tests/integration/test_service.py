@@ -91,7 +91,7 @@ class ServiceTest(unittest.TestCase):
             svc.close()
 
     def test_control_freeze_resume_reset_snapshot_shutdown(self):
-        svc = self.start("--rank", "3", config_text="pca { block: 16 warmup_spectra: 32 }\nmodel_updates: \"all\"\n")
+        svc = self.start("--rank", "3", config_text="pca { block: 16 warmup_spectra: 32 calibration_spectra: 32 }\nmodel_updates: \"all\"\n")
         sub = Subscriber(svc, topics=(b"snapshot",))
         sender = FrameSender(svc)
         sender.start_series()
@@ -155,7 +155,7 @@ class ServiceTest(unittest.TestCase):
         self.assertIsNone(svc.proc.poll())
 
     def test_series_end_snapshot_and_model_carries_over_to_the_next_series(self):
-        svc = self.start("--rank", "3", config_text="pca { block: 16 warmup_spectra: 16 }\nmodel_updates: \"all\"\n")
+        svc = self.start("--rank", "3", config_text="pca { block: 16 warmup_spectra: 16 calibration_spectra: 16 }\nmodel_updates: \"all\"\n")
         sub = Subscriber(svc, topics=(b"snapshot", b"denoised"))
         sender = FrameSender(svc)
         sender.start_series("first")

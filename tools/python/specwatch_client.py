@@ -906,6 +906,8 @@ class EventSubscriber:
             self.models_missing += 1
             return
         event.payload = model[0] + event.scores @ model[1:1 + d.rank]
+        if len(d.spectrum_scale):  # Poisson-weighted model: x_hat_i = sqrt(a_i) (mean + scores @ eigenspectra)
+            event.payload *= np.asarray(d.spectrum_scale, dtype=np.float32)[:, None]
         event.rebuilt = True
 
     def _track(self, event: Event) -> None:

@@ -58,6 +58,7 @@ struct Fixture {
     options.pca.block = 16;
     options.warmup_spectra = 64;
     options.model_updates = ModelUpdates::kAll;
+    options.weighting = Weighting::kNone;  // these tests are about the graph; weighting has its own
   }
 };
 

@@ -1,0 +1,62 @@
+#include "operators/poisson_weighting.hpp"
+
+#include "operators/config_error.hpp"
+
+#include <algorithm>
+#include <string>
+
+namespace specwatch {
+
+void WeightingOptions::Validate() const {
+  if (calibration_spectra < 1) {
+    throw ConfigError("pca.weighting.calibration_spectra must be >= 1, got " + std::to_string(calibration_spectra));
+  }
+  if (!(floor_fraction > 0.0 && floor_fraction <= 1.0)) {
+    throw ConfigError("pca.weighting.floor_fraction must be in (0, 1], got " + std::to_string(floor_fraction));
+  }
+}
+
+PoissonWeighting::PoissonWeighting(int channels, WeightingOptions options) : channels_(channels), options_(options) {
+  options_.Validate();
+  Reset();
+}
+
+void PoissonWeighting::Reset() {
+  channel_sums_ = Eigen::VectorXd::Zero(channels_);
+  calibrated_ = 0;
+  frozen_ = false;
+  channel_scale_.resize(0);
+}
+
+bool PoissonWeighting::Calibrate(const Eigen::Ref<const Eigen::MatrixXf>& spectra) {
+  if (frozen_) return true;
+  const Eigen::Index take = std::min<Eigen::Index>(spectra.cols(), CalibrationLeft());
+  channel_sums_ += spectra.leftCols(take).cast<double>().rowwise().sum();
+  calibrated_ += static_cast<double>(take);
+  if (CalibrationLeft() <= 0) Freeze();
+  return frozen_;
+}
+
+void PoissonWeighting::Freeze() {
+  const double total = channel_sums_.sum();
+  Eigen::VectorXd b = total > 0 ? Eigen::VectorXd(channel_sums_ / total)
+                                : Eigen::VectorXd::Constant(channels_, 1.0 / channels_);
+  b = b.cwiseMax(options_.floor_fraction / channels_);
+  channel_scale_ = b.cwiseSqrt().cast<float>();
+  frozen_ = true;
+}
+
+Eigen::VectorXf SpectrumTotals(const Eigen::Ref<const Eigen::MatrixXf>& spectra) {
+  return spectra.colwise().sum().transpose().cwiseMax(1.0f);
+}
+
+void ApplyWeights(const Eigen::Ref<const Eigen::MatrixXf>& spectra, const Eigen::VectorXf& channel_scale,
+                  const Eigen::VectorXf& totals, Eigen::MatrixXf* out) {
+  out->resize(spectra.rows(), spectra.cols());
+  const Eigen::ArrayXf inverse_scale = channel_scale.array().inverse();
+  for (Eigen::Index i = 0; i < spectra.cols(); ++i) {
+    out->col(i).array() = spectra.col(i).array() * inverse_scale * (1.0f / std::sqrt(totals(i)));
+  }
+}
+
+}  // namespace specwatch

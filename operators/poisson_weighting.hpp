@@ -1,0 +1,63 @@
+#pragma once
+/// Keenan–Kotula scaling of Poisson counts (DOMAIN.md section 2), learnt online.
+///
+///   x̃_ij = x_ij / sqrt(a_i · b_j)
+///
+/// a_i: total counts of spectrum i (floored at 1 count, so an empty spectrum maps to 0, not 0/0).
+/// b_j: the mean spectral shape, normalised to sum 1, from the first `calibration_spectra` spectra, then frozen.
+///      Each b_j is floored at `floor_fraction` × mean(b) = floor_fraction / D, so a channel that was empty during
+///      calibration cannot blow a stray count up into a huge weighted value.
+/// With b normalised this way a_i·b_j is the count expected in channel j of a spectrum of the mean shape, so the
+/// weighted noise is close to 1 per channel: plain SVD on x̃ no longer ranks channels by intensity, and a weak
+/// edge on a strong background keeps its share of the variance.
+///
+/// Not thread-safe while calibrating (one thread feeds it, the model-update stage). Once frozen, the scale is
+/// immutable and copied into each PcaModel (PcaModel::channel_scale), which the denoising threads use.
+
+#include <Eigen/Core>
+
+namespace specwatch {
+
+struct WeightingOptions {
+  bool enabled = true;               ///< false: data are not counts (a processed float source)
+  int calibration_spectra = 256;     ///< spectra whose mean shape fixes b
+  double floor_fraction = 0.05;      ///< b_j >= floor_fraction / D
+  /// Throws ConfigError naming the field ("pca.weighting...") when out of range.
+  void Validate() const;
+};
+
+class PoissonWeighting {
+ public:
+  PoissonWeighting(int channels, WeightingOptions options);  ///< throws ConfigError
+
+  /// Adds D x m spectra to the calibration sums (until calibration_spectra were seen). Returns true once frozen.
+  bool Calibrate(const Eigen::Ref<const Eigen::MatrixXf>& spectra);
+  bool frozen() const { return frozen_; }
+  /// Spectra still needed before the scale is frozen.
+  int CalibrationLeft() const { return options_.calibration_spectra - static_cast<int>(calibrated_); }
+  /// sqrt(b_j), D entries; valid once frozen.
+  const Eigen::VectorXf& channel_scale() const { return channel_scale_; }
+  /// Forgets the calibration.
+  void Reset();
+  /// Freezes on what was seen so far (uniform b if nothing was).
+  void FreezeNow() { Freeze(); }
+
+ private:
+  void Freeze();
+
+  int channels_;
+  WeightingOptions options_;
+  Eigen::VectorXd channel_sums_;
+  double calibrated_ = 0;
+  bool frozen_ = false;
+  Eigen::VectorXf channel_scale_;
+};
+
+/// a_i floored at 1 count, for D x m counts.
+Eigen::VectorXf SpectrumTotals(const Eigen::Ref<const Eigen::MatrixXf>& spectra);
+
+/// x̃ = x / sqrt(a_i b_j), written into `out` (resized). `channel_scale` = sqrt(b).
+void ApplyWeights(const Eigen::Ref<const Eigen::MatrixXf>& spectra, const Eigen::VectorXf& channel_scale,
+                  const Eigen::VectorXf& totals, Eigen::MatrixXf* out);
+
+}  // namespace specwatch

@@ -1,0 +1,62 @@
+#include "operators/streaming_model.hpp"
+
+#include <algorithm>
+
+namespace specwatch {
+
+StreamingModel::StreamingModel(int channels, SubspaceOptions subspace, WeightingOptions weighting)
+    : weighting_options_(weighting), weighting_(channels, weighting), svd_(channels, subspace) {
+  Reset();
+}
+
+void StreamingModel::Reset() {
+  weighting_.Reset();
+  svd_.Reset();
+  svd_.SetChannelScale(Eigen::VectorXf());
+  kept_cols_ = 0;
+  if (weighting_options_.enabled) kept_.resize(svd_.channels(), weighting_options_.calibration_spectra);
+}
+
+void StreamingModel::Add(const Eigen::Ref<const Eigen::MatrixXf>& spectra) {
+  if (spectra.rows() != svd_.channels()) {
+    svd_.Add(spectra);  // throws the channel-count error
+    return;
+  }
+  if (!calibrating()) {
+    AddWeighted(spectra);
+    return;
+  }
+  const Eigen::Index take = std::min<Eigen::Index>(spectra.cols(), kept_.cols() - kept_cols_);
+  kept_.middleCols(kept_cols_, take) = spectra.leftCols(take);
+  kept_cols_ += take;
+  if (weighting_.Calibrate(spectra.leftCols(take))) {
+    StartLearning();
+    if (take < spectra.cols()) AddWeighted(spectra.rightCols(spectra.cols() - take));
+  }
+}
+
+void StreamingModel::Flush() {
+  if (calibrating() && kept_cols_ > 0) {
+    weighting_.FreezeNow();
+    StartLearning();
+  }
+  svd_.Flush();
+}
+
+void StreamingModel::StartLearning() {
+  svd_.SetChannelScale(weighting_.channel_scale());
+  AddWeighted(kept_.leftCols(kept_cols_));
+  kept_cols_ = 0;
+  kept_.resize(0, 0);
+}
+
+void StreamingModel::AddWeighted(const Eigen::Ref<const Eigen::MatrixXf>& spectra) {
+  if (!weighting_options_.enabled) {
+    svd_.Add(spectra);
+    return;
+  }
+  ApplyWeights(spectra, weighting_.channel_scale(), SpectrumTotals(spectra), &weighted_);
+  svd_.Add(weighted_);
+}
+
+}  // namespace specwatch

@@ -1,0 +1,50 @@
+#pragma once
+/// The model the service keeps: Poisson weighting learnt from the first spectra, then the incremental SVD of
+/// the weighted spectra (DOMAIN.md sections 2-4). What the model-update stage feeds, in frame order.
+///
+///   calibrating: spectra are kept (up to WeightingOptions::calibration_spectra); Model() is empty, so
+///                denoising passes data through.
+///   frozen:      b is fixed, the kept spectra are weighted and learnt, and every later spectrum too.
+/// With weighting disabled the spectra go to the SVD as they are.
+///
+/// Concurrency as IncrementalSvd: Add/Flush/Reset from one thread at a time; Model() from any thread.
+
+#include "operators/incremental_svd.hpp"
+#include "operators/poisson_weighting.hpp"
+
+#include <memory>
+
+namespace specwatch {
+
+class StreamingModel {
+ public:
+  /// Throws ConfigError (options of either part).
+  StreamingModel(int channels, SubspaceOptions subspace, WeightingOptions weighting);
+
+  void Add(const Eigen::Ref<const Eigen::MatrixXf>& spectra);
+  /// Updates with whatever the SVD has buffered. While calibrating it freezes the weights early on the spectra
+  /// seen so far (a series ended before calibration_spectra spectra came), so they are learnt.
+  void Flush();
+  /// Forgets the model and the calibration.
+  void Reset();
+
+  std::shared_ptr<const PcaModel> Model() const { return svd_.Model(); }
+  int channels() const { return svd_.channels(); }
+  bool calibrating() const { return weighting_options_.enabled && !weighting_.frozen(); }
+  int buffered() const { return svd_.buffered() + static_cast<int>(kept_cols_); }
+  uint64_t rejected_blocks() const { return svd_.rejected_blocks(); }
+  const SubspaceOptions& options() const { return svd_.options(); }
+
+ private:
+  void StartLearning();  // weights frozen: hand the scale to the SVD, learn the kept spectra
+  void AddWeighted(const Eigen::Ref<const Eigen::MatrixXf>& spectra);
+
+  WeightingOptions weighting_options_;
+  PoissonWeighting weighting_;
+  IncrementalSvd svd_;
+  Eigen::MatrixXf kept_;  // D x calibration_spectra while calibrating
+  Eigen::Index kept_cols_ = 0;
+  Eigen::MatrixXf weighted_;  // workspace
+};
+
+}  // namespace specwatch
