@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 #include <string>
 
@@ -45,6 +46,7 @@ void Denoise(const PcaModel& model, const Eigen::Ref<const CountsMatrix>& spectr
   out->scores.resize(r, m);
   Eigen::VectorXf totals;
   Eigen::MatrixXf weighted_chunk;
+  Eigen::ArrayXf mu(d), log_ratio(d);  // deviance workspaces
   if (weighted) totals = SpectrumTotals(spectra);
   // Degrees of freedom of the deviance: channels minus the components fitted.
   const double dof = std::max<double>(1.0, static_cast<double>(d - r));
@@ -75,9 +77,11 @@ void Denoise(const PcaModel& model, const Eigen::Ref<const CountsMatrix>& spectr
       out->residual_norm(j + i) = (xc - xh.array()).matrix().norm();
       // Poisson deviance 2 Σ [x ln(x/μ) − (x − μ)], μ = x̂ floored (a reconstruction at or below zero where
       // counts were seen is a misfit, and scores as a large deviance rather than an infinity).
-      const auto mu = xh.array().max(kDevianceFloor);
-      const auto log_term = (xc > 0.0f).select(xc * (xc / mu).log(), 0.0f);
-      const double deviance = 2.0 * static_cast<double>((log_term - (xc - mu)).sum());
+      // Written as whole-array steps so Eigen vectorises the log (a select() around it compiles to a scalar
+      // loop, 5x slower); x = 0 gives 0 · log(tiny / μ) = 0.
+      mu = xh.array().max(kDevianceFloor);
+      log_ratio = (xc.max(std::numeric_limits<float>::min()) / mu).log();
+      const double deviance = 2.0 * static_cast<double>((xc * log_ratio - (xc - mu)).sum());
       out->deviance_z(j + i) = static_cast<float>((deviance - dof) / std::sqrt(2.0 * dof));
     }
   }
