@@ -32,6 +32,7 @@ void Denoise(const PcaModel& model, const Eigen::Ref<const CountsMatrix>& spectr
     out->residual_chi2.setZero();
     out->deviance_z.setZero();
     out->scores.resize(0, m);
+    out->totals.resize(0);
     return;
   }
   if (model.mean.size() != d || model.basis.rows() != d) {
@@ -44,7 +45,8 @@ void Denoise(const PcaModel& model, const Eigen::Ref<const CountsMatrix>& spectr
   // Uᵀ(x − mean) = Uᵀx − Uᵀmean: subtract on the r x m scores, not on the D x m data.
   const Eigen::VectorXf centre = u.transpose() * model.mean;
   out->scores.resize(r, m);
-  Eigen::VectorXf totals;
+  Eigen::VectorXf& totals = out->totals;
+  totals.resize(0);
   Eigen::MatrixXf weighted_chunk;
   Eigen::ArrayXf mu(d), log_ratio(d);  // deviance workspaces
   if (weighted) totals = SpectrumTotals(spectra);

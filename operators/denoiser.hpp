@@ -23,6 +23,8 @@ struct DenoiseResult {
   /// (weighted models, i.e. count data, only; 0 otherwise). Near 0 for an explained spectrum at high counts;
   /// at a few counts per channel its nominal distribution shifts (calibrate thresholds on the data).
   Eigen::VectorXf deviance_z;
+  /// m: each spectrum's total counts a_i (floored at 1) for weighted models; empty otherwise.
+  Eigen::VectorXf totals;
   /// rank x m: column i holds spectrum i's scores U_rᵀ(xᵢ − mean), so x̂ᵢ = mean + U_r · scores.col(i).
   /// 0 x m when nothing was learnt (pass-through).
   Eigen::MatrixXf scores;

@@ -124,7 +124,7 @@ Pipeline::ProcessedPtr Pipeline::DenoiseItem(WorkItem item) const {
   if (usable && model->Weighted()) {
     d->mutable_deviance_z()->Add(result->deviance_z.data(), result->deviance_z.data() + result->deviance_z.size());
     d->mutable_spectrum_scale()->Reserve(b.Spectra());
-    for (int i = 0; i < b.Spectra(); ++i) d->add_spectrum_scale(std::sqrt(std::max(b.counts.col(i).sum(), 1.0f)));
+    for (float total : result->totals) d->add_spectrum_scale(std::sqrt(total));
   }
   d->set_spectra_omitted(usable && options_.denoised_payload == DenoisedPayload::kScores);
   d->set_scan_pass(b.positions.empty() ? 0 : b.positions.front().pass);

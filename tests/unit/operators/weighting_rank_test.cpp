@@ -167,6 +167,7 @@ TEST_CASE("weighted Denoise matches a direct double computation; chi2 and devian
     CHECK((out.denoised.col(i).cast<double>() - x_hat).cwiseAbs().maxCoeff() < 1e-4 * x_hat.cwiseAbs().maxCoeff());
     CHECK(out.residual_norm(i) == doctest::Approx((xi - x_hat).norm()).epsilon(1e-3));
     CHECK(out.residual_chi2(i) == doctest::Approx((xw - xw_hat).squaredNorm()).epsilon(1e-3));
+    CHECK(out.totals(i) == doctest::Approx(a));
     chi2_sum += out.residual_chi2(i);
     z_sum += out.deviance_z(i);
     err_raw += (xi - expected.col(i)).squaredNorm();
