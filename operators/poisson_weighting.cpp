@@ -51,7 +51,7 @@ Eigen::VectorXf SpectrumTotals(const Eigen::Ref<const Eigen::MatrixXf>& spectra)
 }
 
 void ApplyWeights(const Eigen::Ref<const Eigen::MatrixXf>& spectra, const Eigen::VectorXf& channel_scale,
-                  const Eigen::VectorXf& totals, Eigen::MatrixXf* out) {
+                  const Eigen::Ref<const Eigen::VectorXf>& totals, Eigen::MatrixXf* out) {
   out->resize(spectra.rows(), spectra.cols());
   const Eigen::ArrayXf inverse_scale = channel_scale.array().inverse();
   for (Eigen::Index i = 0; i < spectra.cols(); ++i) {

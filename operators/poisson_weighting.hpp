@@ -58,6 +58,6 @@ Eigen::VectorXf SpectrumTotals(const Eigen::Ref<const Eigen::MatrixXf>& spectra)
 
 /// x̃ = x / sqrt(a_i b_j), written into `out` (resized). `channel_scale` = sqrt(b).
 void ApplyWeights(const Eigen::Ref<const Eigen::MatrixXf>& spectra, const Eigen::VectorXf& channel_scale,
-                  const Eigen::VectorXf& totals, Eigen::MatrixXf* out);
+                  const Eigen::Ref<const Eigen::VectorXf>& totals, Eigen::MatrixXf* out);
 
 }  // namespace specwatch
