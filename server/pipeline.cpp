@@ -72,7 +72,19 @@ void Pipeline::Submit(WorkItem item) {
     slots->free.release();
   });
   item.index = next_index_++;
-  arena_.execute([&] { nodes_->denoise.try_put(std::move(item)); });
+  // Enqueued, not executed: the receiver goes back to its socket at once instead of waiting for a worker to
+  // take the call (execute() delegates when every slot is taken, which is always under load). Order does not
+  // matter here (the sequencer restores it); reserve_wait keeps Drain() waiting for the put.
+  nodes_->graph.reserve_wait();
+  struct Put {  // enqueue() calls its functor as const
+    Nodes* nodes;
+    mutable WorkItem item;
+    void operator()() const {
+      nodes->denoise.try_put(std::move(item));
+      nodes->graph.release_wait();
+    }
+  };
+  arena_.enqueue(Put{nodes_.get(), std::move(item)});
 }
 
 void Pipeline::Drain() {
