@@ -27,6 +27,8 @@ ServiceMetrics::ServiceMetrics(prometheus::Registry& r)
       frames_in_flight(MakeGauge(r, "specwatch_frames_in_flight", "Frames inside the flow graph")),
       model_rank(MakeGauge(r, "specwatch_model_rank", "Components used to denoise")),
       model_version(MakeGauge(r, "specwatch_model_version", "Model updates applied")),
+      model_weight_refreshes(MakeCounter(r, "specwatch_model_weight_refreshes_total",
+                                         "Poisson weights recomputed and the model re-expressed in them")),
       input_lag(prometheus::BuildHistogram()
                     .Name("specwatch_input_lag_seconds")
                     .Help("Receipt time minus the frame header's acquisition time (clocks must agree)")

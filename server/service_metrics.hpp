@@ -36,6 +36,7 @@ class ServiceMetrics {
   prometheus::Gauge& frames_in_flight;
   prometheus::Gauge& model_rank;
   prometheus::Gauge& model_version;
+  prometheus::Counter& model_weight_refreshes;  ///< Poisson weights recomputed, model re-expressed
   prometheus::Histogram& input_lag;  ///< receipt (Unix) minus the frame's acquisition time: backlog upstream
 
   prometheus::Counter& FramesRejected(stream::RejectReason r) { return *frames_rejected_.at(r); }
