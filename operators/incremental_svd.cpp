@@ -122,7 +122,12 @@ void IncrementalSvd::Update(const Eigen::Ref<const Eigen::MatrixXf>& block) {
 
   // Centre the block on its own mean; the offset between the running and the block mean enters as one more
   // column, so the centred scatter of old + new data is exact (Chan et al. pairwise variance update).
-  block_mean_.noalias() = block.cast<double>().rowwise().sum() / static_cast<double>(b);
+  // Column by column in double (vectorised; rowwise().sum() of a cast walks each row with a stride). Double,
+  // not float: the mean's rounding is centred into every spectrum, and at float precision it would already pass
+  // for a component of exactly low-rank data.
+  block_mean_.setZero(d);
+  for (Eigen::Index i = 0; i < b; ++i) block_mean_ += block.col(i).cast<double>();
+  block_mean_ /= static_cast<double>(b);
   const bool has_shift = n_old > 0.0;
   const Eigen::Index cols = b + (has_shift ? 1 : 0);
   auto centred = centred_.leftCols(cols);
@@ -133,28 +138,49 @@ void IncrementalSvd::Update(const Eigen::Ref<const Eigen::MatrixXf>& block) {
   const double added_variance = centred.squaredNorm();
 
   // P = Uᵀ B, R = B − U P. Classical Gram–Schmidt loses orthogonality to U when most of B lies in span(U);
-  // a second pass when the norm drops by more than 1/sqrt(2) restores it ("twice is enough", DGKS).
+  // a second pass when the norm drops by more than 1/sqrt(2) restores it ("twice is enough", DGKS). The norm
+  // of R is the trace of its Gram matrix, needed next anyway.
   projection_.resize(k, cols);
+  residual_gram_.resize(cols, cols);
+  auto residual_gram = [&] { residual_gram_.noalias() = centred.transpose() * centred; };
   if (k > 0) {
     projection_.noalias() = old.basis.transpose() * centred;
     centred.noalias() -= old.basis * projection_;
-    if (centred.squaredNorm() < 0.5 * added_variance) {
+    residual_gram();
+    if (residual_gram_.trace() < 0.5 * added_variance) {
       correction_.noalias() = old.basis.transpose() * centred;
       centred.noalias() -= old.basis * correction_;
       projection_ += correction_;
+      residual_gram();
     }
+  } else {
+    residual_gram();
   }
 
-  // Thin QR of R in place (Householder: stays orthonormal when R is rank deficient).
-  const Eigen::Index p = std::min(d, cols);
-  Eigen::HouseholderQR<Eigen::Ref<Eigen::MatrixXf>> qr(centred);
+  // R = Q_r R_r without forming Q_r: from RᵀR = V Λ Vᵀ, R_r = Λ^{1/2} Vᵀ and Q_r = R V Λ^{-1/2} (columns with
+  // Λ at float rounding level dropped: they carry no energy). All the D-long work is GEMMs (RᵀR here, R·C
+  // below) instead of level-2 Householder steps. Q_r is orthonormal to the accuracy of RᵀR, ~eps·κ(R)²:
+  // fine for the well-conditioned residual of noisy spectra; the periodic re-orthonormalisation of U bounds
+  // what accumulates.
+  residual_eigen_.compute(residual_gram_.cast<double>());
+  if (residual_eigen_.info() != Eigen::Success) {
+    ++rejected_blocks_;
+    return;
+  }
+  const Eigen::VectorXd lambda = residual_eigen_.eigenvalues().reverse();  // decreasing
+  const Eigen::MatrixXd v = residual_eigen_.eigenvectors().rowwise().reverse();
+  // RᵀR in float is exact to ~eps·sqrt(D)·λ_max: below that, an eigenpair is rounding, not data (exactly
+  // low-rank spectra leave such a residual), and its Q_r column would not be orthogonal to the others.
+  const double lambda_floor = std::max(lambda.size() > 0 ? lambda(0) : 0.0, 0.0) * 8.0 *
+                              std::sqrt(static_cast<double>(d)) * std::numeric_limits<float>::epsilon();
+  Eigen::Index p = 0;
+  while (p < lambda.size() && lambda(p) > lambda_floor && lambda(p) > 0.0) ++p;
 
   // M = [[λ^{b/2} diag(s), P], [0, R_r]], (k + p) x (k + cols), in double.
   small_.setZero(k + p, k + cols);
   small_.topLeftCorner(k, k).diagonal() = std::sqrt(decay) * old.singular_values;
   small_.topRightCorner(k, cols) = projection_.cast<double>();
-  small_.bottomRightCorner(p, cols) =
-      qr.matrixQR().topRows(p).template triangularView<Eigen::Upper>().toDenseMatrix().cast<double>();
+  small_.bottomRightCorner(p, cols) = lambda.head(p).cwiseSqrt().asDiagonal() * v.leftCols(p).transpose();
   if (!small_.allFinite()) {  // a NaN/Inf spectrum would poison the model for good: drop the block
     ++rejected_blocks_;
     return;
@@ -163,13 +189,14 @@ void IncrementalSvd::Update(const Eigen::Ref<const Eigen::MatrixXf>& block) {
   // (k + p ≈ 57). Squaring costs nothing here: in double, s_i is still accurate to ~1e-8 s_0, while M holds
   // float data whose components below ~1e-5 s_0 are arithmetic noise, dropped below.
   gram_.noalias() = small_ * small_.transpose();
+  const Eigen::Index n_pairs = gram_.rows();
+  if (n_pairs == 0) gram_.setZero(1, 1);  // nothing to decompose (all spectra equal so far): no component
   eigen_.compute(gram_);
   if (eigen_.info() != Eigen::Success) {
     ++rejected_blocks_;
     return;
   }
-  const Eigen::Index n_pairs = gram_.rows();
-  const Eigen::VectorXd s = eigen_.eigenvalues().reverse().cwiseMax(0.0).cwiseSqrt();
+  const Eigen::VectorXd s = eigen_.eigenvalues().reverse().cwiseMax(0.0).cwiseSqrt().head(n_pairs);
 
   // Keep at most k_max components, dropping those at the rounding level of a length-D float dot product:
   // their directions are noise from the arithmetic, not from the data.
@@ -178,14 +205,16 @@ void IncrementalSvd::Update(const Eigen::Ref<const Eigen::MatrixXf>& block) {
                                         : 0.0;
   Eigen::Index k_new = 0;
   while (k_new < std::min<Eigen::Index>(n_pairs, options_.MaxComponents()) && s(k_new) > negligible) ++k_new;
-  const auto left = eigen_.eigenvectors().rightCols(k_new).rowwise().reverse();  // Ũ[:, :k'], decreasing s
+  // Ũ[:, :k'], decreasing s
+  const auto left = eigen_.eigenvectors().topRightCorner(n_pairs, k_new).rowwise().reverse();
 
+  // U ← [U Q_r] Ũ = U Ũ_top + R (V_p Λ_p^{-1/2} Ũ_bottom).
   auto next = std::make_shared<PcaModel>();
   Eigen::MatrixXf& basis = next->basis;
-  basis.setZero(d, k_new);
-  basis.topRows(p) = left.block(k, 0, p, k_new).cast<float>();
-  basis.applyOnTheLeft(qr.householderQ());
-  if (k > 0) basis.noalias() += old.basis * left.topLeftCorner(k, k_new).cast<float>();
+  rotation_ = (v.leftCols(p) * lambda.head(p).cwiseSqrt().cwiseInverse().asDiagonal() *
+               left.bottomRows(p)).cast<float>();
+  basis.noalias() = centred * rotation_;
+  if (k > 0) basis.noalias() += old.basis * left.topRows(k).cast<float>();
   if (++updates_since_qr_ >= static_cast<uint64_t>(options_.reorthonormalize_every)) {
     Reorthonormalize(basis);
     updates_since_qr_ = 0;

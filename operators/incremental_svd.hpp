@@ -58,10 +58,11 @@ struct PcaModel {
 /// Block incremental thin SVD (Brand 2006 / Ross et al. 2008) with mean update (as sklearn IncrementalPCA) and
 /// exponential forgetting. Per update of b spectra B, with state (U, s, mean, n):
 ///   decay s ← λ^{b/2} s, n ← λ^b n; append sqrt(n·b/(n+b))·(mean − mean_B) to the centred block;
-///   P = Uᵀ B;  R = B − U P = Q_r R_r (Householder);  SVD of M = [[diag(s), P], [0, R_r]] = Ũ S̃ Ṽᵀ;
-///   U ← [U Q_r] Ũ[:, :k'], s ← S̃[:k'], with k' <= k_max (components at float rounding level are dropped).
-/// Cost per spectrum O(D·k_max·(1 + k_max/b) + D·b) flops in float GEMMs and Householder steps, plus a
-/// (k_max + b)² eigenproblem in double per update (~45k spectra/s at D = 2048, k_max = 24, b = 32, one core).
+///   P = Uᵀ B;  R = B − U P = Q_r R_r (from RᵀR = V Λ Vᵀ: R_r = Λ^{1/2}Vᵀ, Q_r = R V Λ^{-1/2}, never formed);
+///   SVD of M = [[diag(s), P], [0, R_r]] = Ũ S̃ Ṽᵀ; U ← [U Q_r] Ũ[:, :k'], s ← S̃[:k'], with k' <= k_max
+///   (components at float rounding level are dropped).
+/// Cost per spectrum O(D·k_max·(1 + k_max/b) + D·b) flops, all in float GEMMs, plus two small eigenproblems
+/// in double per update ((b + 1)² and (k_max + b)²).
 ///
 /// Concurrency: Add/Flush/Reset must be called by one thread at a time (a serial flow-graph stage).
 /// Model() may be called from any thread, concurrently with them. Neither copyable nor movable.
@@ -127,6 +128,9 @@ class IncrementalSvd {
   Eigen::MatrixXf centred_;     // D x (block + 1): centred block plus mean-shift column, then R, then its QR
   Eigen::MatrixXf projection_;  // k x (block + 1): P
   Eigen::MatrixXf correction_;  // k x (block + 1): second Gram–Schmidt pass
+  Eigen::MatrixXf residual_gram_;  // (block + 1)²: RᵀR
+  Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> residual_eigen_;
+  Eigen::MatrixXf rotation_;    // (block + 1) x k': R's share of the new basis
   Eigen::MatrixXd small_;       // (k + p) x (k + block + 1): M
   Eigen::MatrixXd gram_;        // (k + p) x (k + p): M Mᵀ
   Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eigen_;

@@ -35,7 +35,7 @@ void PoissonWeighting::Reset() {
 bool PoissonWeighting::Calibrate(const Eigen::Ref<const Eigen::MatrixXf>& spectra) {
   if (frozen_) return true;
   const Eigen::Index take = std::min<Eigen::Index>(spectra.cols(), CalibrationLeft());
-  channel_sums_ += spectra.leftCols(take).cast<double>().rowwise().sum();
+  channel_sums_ += ColumnSum(spectra.leftCols(take)).cast<double>();
   calibrated_ += static_cast<double>(take);
   if (CalibrationLeft() <= 0) Freeze();
   return frozen_;
@@ -57,7 +57,7 @@ Eigen::VectorXf PoissonWeighting::ScaleFromSums() const {
 void PoissonWeighting::Accumulate(const Eigen::Ref<const Eigen::MatrixXf>& spectra, double decay) {
   if (!frozen_) throw std::logic_error("PoissonWeighting::Accumulate before the calibration froze");
   if (decay != 1.0) channel_sums_ *= decay;
-  channel_sums_ += spectra.cast<double>().rowwise().sum();
+  channel_sums_ += ColumnSum(spectra).cast<double>();
 }
 
 Eigen::VectorXf PoissonWeighting::Refresh() {
@@ -66,6 +66,13 @@ Eigen::VectorXf PoissonWeighting::Refresh() {
   Eigen::VectorXf factor = channel_scale_.cwiseQuotient(next);
   channel_scale_ = std::move(next);
   return factor;
+}
+
+Eigen::VectorXf ColumnSum(const Eigen::Ref<const Eigen::MatrixXf>& spectra) {
+  // Column by column: vectorised, where rowwise().sum() of a cast walks each row with a stride.
+  Eigen::VectorXf sum = Eigen::VectorXf::Zero(spectra.rows());
+  for (Eigen::Index i = 0; i < spectra.cols(); ++i) sum += spectra.col(i);
+  return sum;
 }
 
 Eigen::VectorXf SpectrumTotals(const Eigen::Ref<const Eigen::MatrixXf>& spectra) {

@@ -70,6 +70,9 @@ class PoissonWeighting {
   Eigen::VectorXf channel_scale_;
 };
 
+/// Σ_i x_i over the columns of D x m spectra, in float (exact for counts below 2^24 per channel; the callers add
+/// a frame at a time into double sums).
+Eigen::VectorXf ColumnSum(const Eigen::Ref<const Eigen::MatrixXf>& spectra);
 /// a_i floored at 1 count, for D x m counts.
 Eigen::VectorXf SpectrumTotals(const Eigen::Ref<const Eigen::MatrixXf>& spectra);
 
