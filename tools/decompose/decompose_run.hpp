@@ -1,0 +1,63 @@
+#pragma once
+/// The offline run behind specwatch-decompose: every spectrum learnt by a StreamingModel in frame-sized pieces,
+/// then denoised with the final model, each timed on its own (steady_clock, after an untimed warm-up), and the
+/// batch SVD the streaming subspace is judged against. Plain functions on a D x N matrix of counts (column i =
+/// spectrum i); only TimeDenoise starts threads (Denoise is stateless; the service runs it in parallel too).
+
+#include "operators/denoiser.hpp"
+#include "operators/incremental_svd.hpp"
+#include "operators/poisson_weighting.hpp"
+#include "operators/spectrum_batch.hpp"
+#include "tools/sim/sim_options.hpp"
+
+#include <memory>
+#include <vector>
+
+namespace specwatch::tools {
+
+struct ModelSettings {
+  SubspaceOptions subspace;
+  WeightingOptions weighting;
+  int frame_spectra = 64;  ///< spectra per Add / Denoise call
+};
+
+/// The simulator's counts for `options` (its uint16 payload, as float), D x N in raster order.
+/// Throws sim::ConfigError for inconsistent options.
+CountsMatrix SimulateCounts(const sim::SimOptions& options);
+
+struct LearnResult {
+  std::shared_ptr<const PcaModel> model;  ///< the model after the last timed run (flushed)
+  std::vector<double> seconds;            ///< per timed run: every Add and the final Flush
+  uint64_t rejected_blocks = 0;
+};
+
+/// Learns min(N, warmup_spectra) spectra untimed with a throwaway model, then `repeat` times every spectrum
+/// with a fresh model. Throws ConfigError for bad settings.
+LearnResult LearnAll(const CountsMatrix& counts, const ModelSettings& settings, int repeat, int warmup_spectra);
+
+/// Seconds to denoise all spectra, frame by frame, on `threads` threads over disjoint contiguous frame ranges
+/// (each thread has its own DenoiseResult, reused across frames), once per repeat. Untimed first: one frame per
+/// thread, and min(N, warmup_spectra) spectra on the calling thread.
+std::vector<double> TimeDenoise(const PcaModel& model, const CountsMatrix& counts, int frame_spectra, int threads,
+                                int repeat, int warmup_spectra);
+
+/// All spectra denoised (in counts), for --write-denoised.
+CountsMatrix DenoiseAll(const PcaModel& model, const CountsMatrix& counts, int frame_spectra);
+
+/// The streaming subspace against a batch SVD of the same data.
+struct BatchCheck {
+  Eigen::VectorXd singular_values;            ///< batch, the model's k_max largest
+  std::vector<double> max_angle_deg_by_rank;  ///< entry k-1: largest principal angle between the top-k subspaces
+  std::vector<double> principal_angles_deg;   ///< all angles at k = model rank, increasing
+  double seconds = 0;                         ///< covariance + eigen-decomposition
+};
+
+/// Batch reference in double: x̃ = x / sqrt(a_i b_j) (a_i = spectrum total floored at 1, b_j = channel_scale²;
+/// x̃ = x for an unweighted model), centred on its own mean. The eigenvectors of the D x D covariance Σ x̃ x̃ᵀ
+/// are the right singular vectors of the centred data, their eigenvalues the squared singular values.
+/// Independent of the operators' code (only the model's channel_scale is taken). O(N D² + D³).
+BatchCheck CheckAgainstBatch(const PcaModel& model, const CountsMatrix& counts);
+
+double Median(std::vector<double> values);
+
+}  // namespace specwatch::tools
