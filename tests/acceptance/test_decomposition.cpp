@@ -1,51 +1,16 @@
 // The streaming decomposition on simulated detector data, judged against the simulator's ground truth.
 #include "operators/denoiser.hpp"
 #include "operators/streaming_model.hpp"
-#include "tools/sim/simulator.hpp"
+#include "tests/acceptance/acceptance_support.hpp"
 
 #include <doctest/doctest.h>
 
-#include <cstddef>
-#include <vector>
+#include <algorithm>
 
 namespace specwatch {
-namespace {
 
-/// Frames of a seeded simulation as D x m float counts (uint16 payload, as on the wire).
-class SimFrames {
- public:
-  explicit SimFrames(const sim::SimOptions& o) : sim_(o) {}
-  uint64_t FrameCount() const { return sim_.FrameCount(); }
-  const sim::Simulator& sim() const { return sim_; }
-  Eigen::MatrixXf Frame(uint64_t k) {
-    const sim::FrameInfo f = sim_.Frame(k);
-    bytes_.resize(sim_.PayloadBytes(f.spectrum_count));
-    sim_.GenerateFrame(k, ws_, bytes_);
-    const Eigen::Map<const Eigen::Matrix<uint16_t, Eigen::Dynamic, Eigen::Dynamic>> counts(
-        reinterpret_cast<const uint16_t*>(bytes_.data()), sim_.Channels(), f.spectrum_count);
-    return counts.cast<float>();
-  }
-
- private:
-  sim::Simulator sim_;
-  sim::FrameWorkspace ws_;
-  std::vector<std::byte> bytes_;
-};
-
-sim::SimOptions Options(Modality modality, int channels, int phases, double counts, uint32_t side, uint32_t passes) {
-  sim::SimOptions o;
-  o.modality = modality;
-  o.channels = channels;
-  o.phases = phases;
-  o.mean_counts = counts;
-  o.scan_width = side;
-  o.scan_height = side;
-  o.passes = passes;
-  o.seed = 20 + static_cast<uint64_t>(phases);
-  return o;
-}
-
-}  // namespace
+using acceptance::Options;
+using acceptance::SimFrames;
 
 // The EDS catalogue has 5 phases, so 3 to 5 are tried (the issue asks 3 to 6). At the default calibration window
 // (256 spectra: the first 4 scan lines) this passes only because b is refreshed: frozen after those lines, the
