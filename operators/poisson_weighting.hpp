@@ -41,6 +41,9 @@ class PoissonWeighting {
   void Reset();
   /// Freezes on what was seen so far (uniform b if nothing was).
   void FreezeNow() { Freeze(); }
+  /// Takes over a frozen scale: sqrt(b), D finite positive entries, e.g. a restored model's channel_scale
+  /// (std::invalid_argument otherwise). Defined in model_restore.cpp.
+  void Restore(const Eigen::VectorXf& channel_scale);
 
  private:
   void Freeze();

@@ -34,6 +34,10 @@ class StreamingModel {
   int buffered() const { return svd_.buffered() + static_cast<int>(kept_cols_); }
   uint64_t rejected_blocks() const { return svd_.rejected_blocks(); }
   const SubspaceOptions& options() const { return svd_.options(); }
+  /// Continues from `model` instead of calibrating and learning afresh. A weighted model (channel_scale set)
+  /// freezes the Poisson weights at its scale. Requires the weighting to be enabled exactly when the model is
+  /// weighted, and what IncrementalSvd::Restore requires (std::invalid_argument otherwise).
+  void Restore(const PcaModel& model);
 
  private:
   void StartLearning();  // weights frozen: hand the scale to the SVD, learn the kept spectra
