@@ -4,6 +4,7 @@
 #include "operators/rank_selection.hpp"
 
 #include <Eigen/QR>
+#include <Eigen/SVD>
 #include <Eigen/Eigenvalues>
 
 #include <algorithm>
@@ -196,17 +197,58 @@ void IncrementalSvd::Update(const Eigen::Ref<const Eigen::MatrixXf>& block) {
   next->spectra_seen = n_new;
   next->total_variance = decay * old.total_variance + added_variance;
   next->version = old.version + 1;
-  const int tracked = static_cast<int>(std::min<Eigen::Index>(options_.rank, k_new));
-  const double residual_energy = std::max(0.0, next->total_variance - next->singular_values.squaredNorm());
-  next->noise_sigma = NoiseSigmaFromResidual(residual_energy, static_cast<double>(d), n_new, static_cast<double>(k_new));
-  next->rank_threshold = GavishDonohoThreshold(static_cast<double>(d), n_new, next->noise_sigma);
-  next->rank = tracked;
-  if (options_.auto_rank && next->noise_sigma > 0.0) {
-    next->rank = std::clamp(CountAbove(next->singular_values, next->rank_threshold), std::min(options_.rank_min, tracked),
-                            tracked);
+  Finish(*next);
+  Publish(std::move(next));
+}
+
+void IncrementalSvd::Finish(PcaModel& next) const {
+  const double d = static_cast<double>(channels_);
+  const Eigen::Index k = next.basis.cols();
+  const int tracked = static_cast<int>(std::min<Eigen::Index>(options_.rank, k));
+  const double residual_energy = std::max(0.0, next.total_variance - next.singular_values.squaredNorm());
+  next.noise_sigma = NoiseSigmaFromResidual(residual_energy, d, next.spectra_seen, static_cast<double>(k));
+  next.rank_threshold = GavishDonohoThreshold(d, next.spectra_seen, next.noise_sigma);
+  next.rank = tracked;
+  if (options_.auto_rank && next.noise_sigma > 0.0) {
+    next.rank = std::clamp(CountAbove(next.singular_values, next.rank_threshold), std::min(options_.rank_min, tracked),
+                           tracked);
   }
-  next->effective_memory = effective_memory_;
+  next.effective_memory = effective_memory_;
+  next.channel_scale = channel_scale_;
+}
+
+void IncrementalSvd::RescaleChannels(const Eigen::VectorXf& factor, const Eigen::VectorXf& new_channel_scale) {
+  if (factor.size() != channels_ || new_channel_scale.size() != channels_) {
+    throw std::invalid_argument("IncrementalSvd::RescaleChannels: " + std::to_string(factor.size()) + " and " +
+                                std::to_string(new_channel_scale.size()) + " entries for " +
+                                std::to_string(channels_) + " channels");
+  }
+  channel_scale_ = new_channel_scale;
+  if (buffered_ > 0) buffer_.leftCols(buffered_) = factor.asDiagonal() * buffer_.leftCols(buffered_);
+  const PcaModel& old = *current_;
+  auto next = std::make_shared<PcaModel>(old);
+  next->version = old.version + 1;
   next->channel_scale = channel_scale_;
+  const Eigen::VectorXd f = factor.cast<double>();
+  mean_ = mean_.cwiseProduct(f);
+  next->mean = mean_.cast<float>();
+  const Eigen::Index k = old.basis.cols();
+  if (k > 0) {
+    // diag(f)·U·diag(s) = Q R, R = Ũ S̃ Ṽᵀ  ⇒  diag(f)·U·diag(s) = (Q Ũ) S̃ Ṽᵀ.
+    const Eigen::MatrixXd scaled = f.asDiagonal() * old.basis.cast<double>() * old.singular_values.asDiagonal();
+    Eigen::HouseholderQR<Eigen::MatrixXd> qr(scaled);
+    const Eigen::MatrixXd r = qr.matrixQR().topRows(k).triangularView<Eigen::Upper>();
+    Eigen::JacobiSVD<Eigen::MatrixXd> svd(r, Eigen::ComputeFullU);
+    Eigen::MatrixXd q = Eigen::MatrixXd::Identity(channels_, k);
+    q.applyOnTheLeft(qr.householderQ());
+    next->basis = (q * svd.matrixU()).cast<float>();
+    next->singular_values = svd.singularValues();
+  }
+  const double residual = std::max(0.0, old.total_variance - old.singular_values.squaredNorm());
+  const double harmonic_mean_f2 = static_cast<double>(channels_) / f.array().square().inverse().sum();
+  next->total_variance = next->singular_values.squaredNorm() + residual * harmonic_mean_f2;
+  updates_since_qr_ = 0;  // the basis is freshly orthonormal
+  Finish(*next);
   Publish(std::move(next));
 }
 

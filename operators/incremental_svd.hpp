@@ -84,6 +84,13 @@ class IncrementalSvd {
   /// weighted): recorded in every model published from now on. Only while nothing was learnt since the last
   /// Reset (std::logic_error otherwise); survives Reset.
   void SetChannelScale(const Eigen::VectorXf& channel_scale);
+  /// Re-expresses everything learnt, and the buffered spectra, for data weighted with a new channel scale
+  /// (DOMAIN.md section 2: U ← orth(diag(f)·U)): f = old scale / new scale per channel (D entries), so a spectrum
+  /// weighted the old way, multiplied by f, is weighted the new way. Exact for the mean and the tracked
+  /// components (thin QR of diag(f)·U·diag(s), then a k x k SVD); the untracked energy, known only as a total, is
+  /// scaled by the harmonic mean of f² (exact when the new scale makes that residual uniform across channels,
+  /// which is what a right b does to noise). Publishes a new version. Same thread as Add.
+  void RescaleChannels(const Eigen::VectorXf& factor, const Eigen::VectorXf& new_channel_scale);
 
   /// Latest snapshot (cheap: copies a pointer replaced after each update, under a short lock). Never null.
   std::shared_ptr<const PcaModel> Model() const;
@@ -100,6 +107,9 @@ class IncrementalSvd {
 
  private:
   void Update(const Eigen::Ref<const Eigen::MatrixXf>& block);
+  // Fills noise_sigma, rank_threshold, rank, effective_memory and channel_scale of a model whose basis,
+  // singular values, spectra_seen and total_variance are set.
+  void Finish(PcaModel& next) const;
   void Reorthonormalize(Eigen::MatrixXf& basis) const;
   void Publish(std::shared_ptr<const PcaModel> model);
 

@@ -3,6 +3,7 @@
 #include "operators/config_error.hpp"
 
 #include <algorithm>
+#include <stdexcept>
 #include <string>
 
 namespace specwatch {
@@ -13,6 +14,9 @@ void WeightingOptions::Validate() const {
   }
   if (!(floor_fraction > 0.0 && floor_fraction <= 1.0)) {
     throw ConfigError("pca.weighting.floor_fraction must be in (0, 1], got " + std::to_string(floor_fraction));
+  }
+  if (refresh_spectra < 0) {
+    throw ConfigError("pca.weight_refresh_spectra must be >= 0, got " + std::to_string(refresh_spectra));
   }
 }
 
@@ -38,12 +42,30 @@ bool PoissonWeighting::Calibrate(const Eigen::Ref<const Eigen::MatrixXf>& spectr
 }
 
 void PoissonWeighting::Freeze() {
+  channel_scale_ = ScaleFromSums();
+  frozen_ = true;
+}
+
+Eigen::VectorXf PoissonWeighting::ScaleFromSums() const {
   const double total = channel_sums_.sum();
   Eigen::VectorXd b = total > 0 ? Eigen::VectorXd(channel_sums_ / total)
                                 : Eigen::VectorXd::Constant(channels_, 1.0 / channels_);
   b = b.cwiseMax(options_.floor_fraction / channels_);
-  channel_scale_ = b.cwiseSqrt().cast<float>();
-  frozen_ = true;
+  return b.cwiseSqrt().cast<float>();
+}
+
+void PoissonWeighting::Accumulate(const Eigen::Ref<const Eigen::MatrixXf>& spectra, double decay) {
+  if (!frozen_) throw std::logic_error("PoissonWeighting::Accumulate before the calibration froze");
+  if (decay != 1.0) channel_sums_ *= decay;
+  channel_sums_ += spectra.cast<double>().rowwise().sum();
+}
+
+Eigen::VectorXf PoissonWeighting::Refresh() {
+  if (!frozen_) throw std::logic_error("PoissonWeighting::Refresh before the calibration froze");
+  Eigen::VectorXf next = ScaleFromSums();
+  Eigen::VectorXf factor = channel_scale_.cwiseQuotient(next);
+  channel_scale_ = std::move(next);
+  return factor;
 }
 
 Eigen::VectorXf SpectrumTotals(const Eigen::Ref<const Eigen::MatrixXf>& spectra) {

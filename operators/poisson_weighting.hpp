@@ -4,12 +4,18 @@
 ///   x̃_ij = x_ij / sqrt(a_i · b_j)
 ///
 /// a_i: total counts of spectrum i (floored at 1 count, so an empty spectrum maps to 0, not 0/0).
-/// b_j: the mean spectral shape, normalised to sum 1, from the first `calibration_spectra` spectra, then frozen.
+/// b_j: the mean spectral shape, normalised to sum 1, from the first `calibration_spectra` spectra, then frozen
+///      until the next refresh (below).
 ///      Each b_j is floored at `floor_fraction` × mean(b) = floor_fraction / D, so a channel that was empty during
 ///      calibration cannot blow a stray count up into a huge weighted value.
 /// With b normalised this way a_i·b_j is the count expected in channel j of a spectrum of the mean shape, so the
 /// weighted noise is close to 1 per channel: plain SVD on x̃ no longer ranks channels by intensity, and a weak
 /// edge on a strong background keeps its share of the variance.
+///
+/// Refresh: the first spectra of a scan are a few scan lines, rarely representative of the whole field (a phase
+/// absent there gets b_j at the floor, and its lines then weigh tens of times too much). So after calibration the
+/// channel sums keep accumulating (decayed with the model's forgetting, so b follows a changing experiment), and
+/// Refresh() recomputes b from them. StreamingModel decides when, and re-expresses the learnt basis.
 ///
 /// Not thread-safe while calibrating (one thread feeds it, the model-update stage). Once frozen, the scale is
 /// immutable and copied into each PcaModel (PcaModel::channel_scale), which the denoising threads use.
@@ -22,6 +28,10 @@ struct WeightingOptions {
   bool enabled = true;               ///< false: data are not counts (a processed float source)
   int calibration_spectra = 256;     ///< spectra whose mean shape fixes b
   double floor_fraction = 0.05;      ///< b_j >= floor_fraction / D
+  /// Refresh b (and re-express the model) when the spectra learnt since calibration reach 1, 2, 4 ... times
+  /// calibration_spectra, then every `refresh_spectra` spectra once the doubling reaches it. 0: never (b stays
+  /// as calibrated).
+  int refresh_spectra = 65536;
   /// Throws ConfigError naming the field ("pca.weighting...") when out of range.
   void Validate() const;
 };
@@ -41,12 +51,19 @@ class PoissonWeighting {
   void Reset();
   /// Freezes on what was seen so far (uniform b if nothing was).
   void FreezeNow() { Freeze(); }
+  /// Once frozen: decays the channel sums by `decay` (the model's forgetting over these spectra, 1 = none) and
+  /// adds the D x m spectra (raw counts) to them.
+  void Accumulate(const Eigen::Ref<const Eigen::MatrixXf>& spectra, double decay);
+  /// Once frozen: b from the accumulated sums (floored as at calibration) becomes the scale. Returns
+  /// old scale / new scale per channel, the factor that re-expresses data weighted with the old scale.
+  Eigen::VectorXf Refresh();
   /// Takes over a frozen scale: sqrt(b), D finite positive entries, e.g. a restored model's channel_scale
   /// (std::invalid_argument otherwise). Defined in model_restore.cpp.
   void Restore(const Eigen::VectorXf& channel_scale);
 
  private:
   void Freeze();
+  Eigen::VectorXf ScaleFromSums() const;  // sqrt(b), b = sums normalised and floored
 
   int channels_;
   WeightingOptions options_;

@@ -5,6 +5,10 @@
 ///   calibrating: spectra are kept (up to WeightingOptions::calibration_spectra); Model() is empty, so
 ///                denoising passes data through.
 ///   frozen:      b is fixed, the kept spectra are weighted and learnt, and every later spectrum too.
+///   refreshed:   the raw spectra keep feeding b's sums (decayed with the SVD's forgetting); when the spectra
+///                learnt since calibration reach 1, 2, 4 ... × calibration_spectra (then every refresh_spectra),
+///                b is recomputed and the learnt model re-expressed in the new weighting
+///                (IncrementalSvd::RescaleChannels). Each refresh is a new model version with a new channel_scale.
 /// With weighting disabled the spectra go to the SVD as they are.
 ///
 /// Concurrency as IncrementalSvd: Add/Flush/Reset from one thread at a time; Model() from any thread.
@@ -33,6 +37,7 @@ class StreamingModel {
   bool calibrating() const { return weighting_options_.enabled && !weighting_.frozen(); }
   int buffered() const { return svd_.buffered() + static_cast<int>(kept_cols_); }
   uint64_t rejected_blocks() const { return svd_.rejected_blocks(); }
+  uint64_t weight_refreshes() const { return weight_refreshes_; }  ///< since construction, never reset
   const SubspaceOptions& options() const { return svd_.options(); }
   /// Continues from `model` instead of calibrating and learning afresh. A weighted model (channel_scale set)
   /// freezes the Poisson weights at its scale. Requires the weighting to be enabled exactly when the model is
@@ -49,6 +54,9 @@ class StreamingModel {
   Eigen::MatrixXf kept_;  // D x calibration_spectra while calibrating
   Eigen::Index kept_cols_ = 0;
   Eigen::MatrixXf weighted_;  // workspace
+  double learnt_since_calibration_ = 0;  // spectra
+  double next_refresh_at_ = 0;           // learnt_since_calibration_ at the next refresh; 0 = none
+  uint64_t weight_refreshes_ = 0;
 };
 
 }  // namespace specwatch

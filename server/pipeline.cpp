@@ -338,7 +338,9 @@ void Pipeline::ModelUpdate(const UpdateItem& u) {
       return;
     }
   }
+  const uint64_t refreshes_before = learner_->weight_refreshes();
   learner_->Add(b.counts);
+  metrics_.model_weight_refreshes.Increment(static_cast<double>(learner_->weight_refreshes() - refreshes_before));
   InstallModel(learner_->Model(), b.meta.series_id);
   metrics_.model_spectra.Increment(static_cast<double>(b.Spectra()));
   const double t1 = NowSteady();

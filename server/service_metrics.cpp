@@ -27,6 +27,8 @@ ServiceMetrics::ServiceMetrics(prometheus::Registry& r)
       frames_in_flight(MakeGauge(r, "specwatch_frames_in_flight", "Frames inside the flow graph")),
       model_rank(MakeGauge(r, "specwatch_model_rank", "Components used to denoise")),
       model_version(MakeGauge(r, "specwatch_model_version", "Model updates applied")),
+      model_weight_refreshes(MakeCounter(r, "specwatch_model_weight_refreshes_total",
+                                         "Poisson weights recomputed and the model re-expressed in them")),
       model_rank_changes(MakeCounter(r, "specwatch_model_rank_changes_total",
                                      "Times the rank changed between two model versions (topic model)")),
       residual_map_outliers(MakeGauge(r, "specwatch_residual_map_outlier_positions",

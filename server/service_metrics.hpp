@@ -36,6 +36,7 @@ class ServiceMetrics {
   prometheus::Gauge& frames_in_flight;
   prometheus::Gauge& model_rank;
   prometheus::Gauge& model_version;
+  prometheus::Counter& model_weight_refreshes;  ///< Poisson weights recomputed, model re-expressed
   prometheus::Counter& model_rank_changes;  ///< "model" events: the rank changed between two versions
   prometheus::Gauge& residual_map_outliers; ///< positions >= 5 robust sigma in the last residual map
   prometheus::Histogram& input_lag;  ///< receipt (Unix) minus the frame's acquisition time: backlog upstream

@@ -124,6 +124,9 @@ ServiceOptions LoadConfigFile(const std::string& path, ServiceOptions o) {
     if (p.has_weighting()) o.weighting = ParseWeighting(p.weighting(), "pca.weighting");
     if (p.has_calibration_spectra()) o.weighting_options.calibration_spectra = static_cast<int>(p.calibration_spectra());
     if (p.has_weight_floor()) o.weighting_options.floor_fraction = p.weight_floor();
+    if (p.has_weight_refresh_spectra()) {
+      o.weighting_options.refresh_spectra = static_cast<int>(p.weight_refresh_spectra());
+    }
     if (p.has_auto_rank()) o.pca.auto_rank = p.auto_rank();
     if (p.has_rank_min()) o.pca.rank_min = static_cast<int>(p.rank_min());
   }
@@ -254,6 +257,8 @@ std::string HelpText() {
      << "    calibration_spectra: " << d.weighting_options.calibration_spectra
      << "      Poisson weighting: spectra whose mean shape fixes the weights\n"
      << "    weight_floor: " << d.weighting_options.floor_fraction << "             weights' floor, fraction of the mean channel\n"
+     << "    weight_refresh_spectra: " << d.weighting_options.refresh_spectra
+     << "  weights recomputed after 1, 2, 4 ... x calibration_spectra, then every N; 0 = never\n"
      << "    auto_rank: " << (d.pca.auto_rank ? "true" : "false") << "               rank by the Gavish-Donoho threshold, within [rank_min, rank]\n"
      << "    rank_min: " << d.pca.rank_min << "                    auto_rank: fewest components\n"
      << "  }\n";

@@ -19,6 +19,7 @@ EXPECTED = {
     "specwatch_series_total": "counter",
     "specwatch_model_spectra_total": "counter",
     "specwatch_model_spectra_skipped_total": "counter",
+    "specwatch_model_weight_refreshes_total": "counter",
     "specwatch_frames_in_flight": "gauge",
     "specwatch_model_rank": "gauge",
     "specwatch_model_version": "gauge",
@@ -58,7 +59,10 @@ class MetricsTest(unittest.TestCase):
             self.assertGreaterEqual(m["specwatch_published_messages_total"]['{topic="status"}'], 1)
             self.assertEqual(m["specwatch_model_spectra_total"][""], 320)
             self.assertEqual(m["specwatch_model_rank"][""], 4)
-            self.assertEqual(m["specwatch_model_version"][""], 20)
+            # 320 spectra: 16 calibrate the weights, which are refreshed after 16, 32, 64, 128 and 256 more
+            # were learnt; 20 updates of 16 spectra plus 5 re-expressions.
+            self.assertEqual(m["specwatch_model_weight_refreshes_total"][""], 5)
+            self.assertEqual(m["specwatch_model_version"][""], 25)
             self.assertEqual(m["specwatch_frames_in_flight"][""], 0)
             self.assertEqual(m["specwatch_frames_dropped_total"][""], 0)
             for stage in ("decode", "denoise", "model_update", "publish", "end_to_end"):

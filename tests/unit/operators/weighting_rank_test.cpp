@@ -9,6 +9,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <memory>
 #include <random>
 
 namespace specwatch {
@@ -209,6 +210,89 @@ TEST_CASE("StreamingModel: nothing is learnt while calibrating; the calibration 
   plain.Add(PoissonMixtures(shapes, 100, gen));
   CHECK(plain.Model()->spectra_seen == doctest::Approx(100));
   CHECK_FALSE(plain.Model()->Weighted());
+}
+
+TEST_CASE("RescaleChannels re-expresses a learnt model exactly: equal to learning the rescaled data") {
+  // Exactly rank-3 data (no untracked energy): learning x then rescaling by f must give the model of diag(f)·x.
+  const int d = 200;
+  std::mt19937_64 gen(41);
+  test::LowRankSource source(d, Eigen::Vector3d(30.0, 12.0, 5.0), 0.0, 41);
+  const Eigen::MatrixXf x = source.Draw(1000);
+  std::uniform_real_distribution<float> uniform(0.3f, 3.0f);
+  const Eigen::VectorXf f = Eigen::VectorXf::NullaryExpr(d, [&] { return uniform(gen); });
+  const Eigen::VectorXf old_scale = Eigen::VectorXf::Constant(d, 0.5f);
+  const Eigen::VectorXf new_scale = old_scale.cwiseQuotient(f);
+  SubspaceOptions so;
+  so.rank = 3;
+  so.oversample = 2;
+  so.block = 50;
+  IncrementalSvd rescaled(d, so);
+  rescaled.SetChannelScale(old_scale);
+  rescaled.Add(x.leftCols(975));  // 25 left in the buffer: rescaled too
+  rescaled.RescaleChannels(f, new_scale);
+  rescaled.Add(f.asDiagonal() * x.rightCols(25));
+  rescaled.Flush();
+  IncrementalSvd direct(d, so);
+  direct.SetChannelScale(new_scale);
+  direct.Add(f.asDiagonal() * x);
+  direct.Flush();
+  const auto a = rescaled.Model();
+  const auto b = direct.Model();
+  CHECK(a->channel_scale.isApprox(new_scale));
+  CHECK(a->spectra_seen == doctest::Approx(1000));
+  CHECK((a->mean - b->mean).norm() <= 1e-5 * b->mean.norm());
+  for (int i = 0; i < 3; ++i) CHECK(a->singular_values(i) == doctest::Approx(b->singular_values(i)).epsilon(1e-4));
+  CHECK(test::LargestPrincipalAngleDeg(a->basis.leftCols(3).cast<double>(), b->basis.leftCols(3).cast<double>()) <
+        0.01);
+  CHECK(a->total_variance == doctest::Approx(b->total_variance).epsilon(1e-4));
+  CHECK(a->version > 0);
+}
+
+TEST_CASE("weight refresh: a phase missing from the calibration window no longer inflates the rank") {
+  // Three phases with lines at different energies; the first 400 spectra hold only phases 0 and 1 (the first
+  // scan lines of a field where phase 2 lies further down). Calibrated there, b is at its floor on phase 2's
+  // line, whose Poisson noise then weighs ~(line / floor) times too much and passes the rank threshold.
+  const int d = 512;
+  const Eigen::MatrixXd shapes = LineShapes(d, 3, 400.0);
+  std::mt19937_64 gen(7);
+  const Eigen::MatrixXf first = PoissonMixtures(shapes.leftCols(2), 400, gen);
+  const Eigen::MatrixXf rest = PoissonMixtures(shapes, 12000, gen);
+  auto learn = [&](int refresh_spectra) {
+    SubspaceOptions so;
+    so.rank = 8;
+    so.oversample = 8;
+    so.block = 64;
+    so.auto_rank = true;
+    WeightingOptions wo;
+    wo.calibration_spectra = 256;
+    wo.refresh_spectra = refresh_spectra;
+    auto learner = std::make_unique<StreamingModel>(d, so, wo);
+    for (int j = 0; j < first.cols(); j += 100) learner->Add(first.middleCols(j, 100));
+    for (int j = 0; j < rest.cols(); j += 100) learner->Add(rest.middleCols(j, 100));
+    learner->Flush();
+    return learner;
+  };
+  const auto frozen = learn(0);
+  const auto refreshed = learn(4096);
+  const auto fm = frozen->Model();
+  const auto rm = refreshed->Model();
+  MESSAGE("frozen b: rank ", fm->rank, ", s = ", fm->singular_values.head(5).transpose(), ", tau ", fm->rank_threshold);
+  MESSAGE("refreshed b (", refreshed->weight_refreshes(), " refreshes): rank ", rm->rank,
+          ", s = ", rm->singular_values.head(5).transpose(), ", tau ", rm->rank_threshold);
+  CHECK(frozen->weight_refreshes() == 0);
+  CHECK(fm->rank > 2);  // the failure the refresh exists for
+  // Refreshes when 256, 512, 1024, 2048, 4096 (then every 4096: 8192) spectra were learnt after the
+  // calibration window; 12144 were.
+  CHECK(refreshed->weight_refreshes() == 6);
+  CHECK(rm->rank == 2);  // 3 phases, mean-centred: 2 components
+  // b is the floored mean shape of the spectra seen up to the last refresh. Refreshes fall at the end of the Add
+  // that crosses the mark: calibration ends 56 spectra into the third Add of 100, so 44 + 100 k were learnt after
+  // each Add, and the last refresh came at 8244 ≥ 8192: 256 + 8244 spectra.
+  const Eigen::VectorXd sums = first.cast<double>().rowwise().sum() +
+                               rest.leftCols(256 + 8244 - first.cols()).cast<double>().rowwise().sum();
+  const Eigen::VectorXd b = (sums / sums.sum()).cwiseMax(0.05 / d);
+  const Eigen::VectorXd scale = rm->channel_scale.cast<double>();
+  CHECK(((scale.array().square() - b.array()).abs() / b.array()).maxCoeff() < 1e-4);
 }
 
 }  // namespace specwatch
