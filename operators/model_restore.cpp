@@ -17,7 +17,7 @@ void PoissonWeighting::Restore(const Eigen::VectorXf& channel_scale) {
                                 " finite positive entries");
   }
   channel_scale_ = channel_scale;
-  channel_sums_ = channel_scale.cast<double>().array().square();  // b, as if calibrated on a unit total
+  channel_sums_ = Eigen::VectorXd::Zero(channels_);  // refreshes use this session's spectra
   calibrated_ = options_.calibration_spectra;
   frozen_ = true;
 }
@@ -57,6 +57,11 @@ void StreamingModel::Restore(const PcaModel& model) {
   if (model.Weighted()) weighting_.Restore(model.channel_scale);
   kept_cols_ = 0;
   kept_.resize(0, 0);
+  // The saved b already holds what the earlier session learnt: it stays for refresh_spectra spectra, then the
+  // refreshes go on, every refresh_spectra, from the spectra of this session.
+  learnt_since_calibration_ = 0;
+  const bool refresh = model.Weighted() && weighting_options_.refresh_spectra > 0;
+  next_refresh_at_ = refresh ? weighting_options_.refresh_spectra : 0;
 }
 
 }  // namespace specwatch

@@ -119,11 +119,61 @@ class ResidualMapTest(unittest.TestCase):
             svc.close()
 
 
+def model_events(subscriber, series_ends):
+    """(rank changes, {series: series-end snapshot}) received until `series_ends` series ended."""
+    changes, ends = [], {}
+    for ev in subscriber.events(timeout_s=3.0):
+        if ev.topic == "model":
+            changes.append(ev)
+        elif ev.body.reason == "series_end":
+            ends[ev.series_id] = ev.body
+            if len(ends) == series_ends:
+                break
+    return changes, ends
+
+
 class RankChangeTest(unittest.TestCase):
+    def assert_chain(self, changes):
+        """Each change starts where the previous one ended, at a later version."""
+        self.assertTrue(changes)
+        for before, after in zip(changes, changes[1:]):
+            self.assertEqual(after.body.old_rank, before.body.new_rank)
+            self.assertGreater(after.body.model_version, before.body.model_version)
+
+    def test_simulated_eds_a_second_series_with_more_phases_raises_the_rank(self):
+        # Two phases mix on a 1-dimensional line after centring; four span 3 dimensions. The model carries over
+        # from the first series to the second, so auto_rank has to raise the rank, and each change is an event.
+        svc = Service(frames_socket="sub", config_text='pca { rank: 6 auto_rank: true rank_min: 1 block: 32 '
+                                                       'warmup_spectra: 256 calibration_spectra: 128 }\n'
+                                                       'model_updates: "all"\n')
+        tmp = tempfile.mkdtemp()
+        try:
+            sub = specwatch_client.EventSubscriber(">" + svc.publish_endpoint, topics=("model", "snapshot"))
+            for phases, seed in ((2, 5), (4, 6)):
+                run_sim(svc, os.path.join(tmp, "truth%d.json" % phases), "--channels", "256", "--scan", "32x32",
+                        "--passes", "2", "--rate", "0", "--counts", "3000", "--phases", str(phases), "--seed",
+                        str(seed), "--series-id", "phases-%d" % phases)
+            changes, ends = model_events(sub, 2)
+            self.assertEqual(ends["phases-2"].rank, 1)
+            in_four = [c.body for c in changes if c.series_id == "phases-4"]
+            self.assertTrue(in_four, "the rank changes while the four-phase series is learnt")
+            self.assertEqual(in_four[0].old_rank, 1)
+            # 3 components are signal; on these counts a 4th sits at the threshold (it may be kept).
+            self.assertIn(ends["phases-4"].rank, (3, 4))
+            self.assertEqual(in_four[-1].new_rank, ends["phases-4"].rank)
+            self.assert_chain(changes)
+            for c in in_four:
+                self.assertTrue(c.auto_rank)
+                self.assertGreater(c.singular_values[c.new_rank - c.first_index - 1], c.rank_threshold)
+            self.assertEqual(svc.metrics()["specwatch_model_rank_changes_total"][""], len(changes))
+            sub.close()
+            self.assertEqual(svc.stop()[0], 0)
+        finally:
+            svc.close()
+
     def test_auto_rank_follows_a_second_series_with_more_components_and_says_so(self):
         # Spectra on 1, then 3, fixed directions plus i.i.d. Gaussian noise (float32: no Poisson weighting):
-        # the setting the Gavish-Donoho threshold is exact for. The simulator's count data are not (pca.auto_rank
-        # over-counts them, a known open item of issue 3), so they cannot show the rank following the phases.
+        # the setting the Gavish-Donoho threshold is exact for, so the rank must follow exactly.
         channels, noise = 64, 1.0
         svc = Service(config_text='pca { rank: 6 auto_rank: true rank_min: 1 block: 32 warmup_spectra: 64 }\n'
                                   'model_updates: "all"\n')
@@ -143,22 +193,12 @@ class RankChangeTest(unittest.TestCase):
                         x = mean + z @ basis[:active] + noise * rng.normal(size=(32, channels))
                         det.send_frame(x.astype(np.float32))
                     det.end_series()
-            changes, ends = [], {}
-            for ev in sub.events(timeout_s=3.0):
-                if ev.topic == "model":
-                    changes.append(ev)
-                elif ev.body.reason == "series_end":
-                    ends[ev.series_id] = ev.body
-                    if len(ends) == 2:
-                        break
+            changes, ends = model_events(sub, 2)
             self.assertEqual(ends["one"].rank, 1)
             self.assertEqual(ends["three"].rank, 3)
             # The events tell the same story: a chain of changes ending at 3, the last ones in series "three"
             # starting from the rank 1 that series "one" ended with.
-            self.assertTrue(changes)
-            for before, after in zip(changes, changes[1:]):
-                self.assertEqual(after.body.old_rank, before.body.new_rank)
-                self.assertGreater(after.body.model_version, before.body.model_version)
+            self.assert_chain(changes)
             in_three = [c.body for c in changes if c.series_id == "three"]
             self.assertTrue(in_three)
             self.assertEqual(in_three[0].old_rank, 1)

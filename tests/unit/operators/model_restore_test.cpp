@@ -119,6 +119,22 @@ TEST_CASE("StreamingModel::Restore takes over the Poisson weights (frozen) and d
   CHECK(restored.Model()->version == saved.version + 2);
   CHECK(restored.Model()->channel_scale == saved.channel_scale);
 
+  // Weight refreshes resume after refresh_spectra spectra of the new session, with b from those spectra only.
+  WeightingOptions refreshing = weighting;
+  refreshing.refresh_spectra = 64;
+  StreamingModel later(d, Options(), refreshing);
+  later.Restore(saved);
+  const Eigen::MatrixXf first = draw(32), second = draw(32);
+  later.Add(first);
+  CHECK(later.weight_refreshes() == 0);
+  CHECK(later.Model()->channel_scale == saved.channel_scale);
+  later.Add(second);
+  CHECK(later.weight_refreshes() == 1);
+  Eigen::VectorXd shape = first.cast<double>().rowwise().sum() + second.cast<double>().rowwise().sum();
+  shape = (shape / shape.sum()).cwiseMax(weighting.floor_fraction / d);
+  const Eigen::VectorXd expected_scale = shape.cwiseSqrt();
+  CHECK((later.Model()->channel_scale.cast<double>() - expected_scale).norm() < 1e-5 * expected_scale.norm());
+
   // Weighting off but a weighted model (or the other way round): refused.
   WeightingOptions off = weighting;
   off.enabled = false;
