@@ -99,6 +99,12 @@ class IncrementalSvd {
   int channels() const { return channels_; }
   int buffered() const { return buffered_; }                   ///< spectra waiting for the next update
   uint64_t rejected_blocks() const { return rejected_blocks_; }  ///< blocks dropped, never reset
+  /// Continues from `model` (e.g. a snapshot loaded from a file): its mean, basis (re-orthonormalised),
+  /// singular values, spectra_seen, total_variance, version, rank, noise estimates and channel_scale become
+  /// the state, buffered spectra are dropped; effective_memory and later ranks follow these options.
+  /// Requires mean and basis of channels() rows, k <= k_max basis columns with k singular values, and a
+  /// channel_scale of 0 or channels() entries (std::invalid_argument otherwise). Defined in model_restore.cpp.
+  void Restore(const PcaModel& model);
 
  private:
   void Update(const Eigen::Ref<const Eigen::MatrixXf>& block);

@@ -57,6 +57,10 @@ class PoissonWeighting {
   /// Once frozen: b from the accumulated sums (floored as at calibration) becomes the scale. Returns
   /// old scale / new scale per channel, the factor that re-expresses data weighted with the old scale.
   Eigen::VectorXf Refresh();
+  /// Takes over a frozen scale: sqrt(b), D finite positive entries, e.g. a restored model's channel_scale
+  /// (std::invalid_argument otherwise). The channel sums restart empty: a later Refresh() takes b from the
+  /// spectra accumulated after this call only. Defined in model_restore.cpp.
+  void Restore(const Eigen::VectorXf& channel_scale);
 
  private:
   void Freeze();

@@ -39,6 +39,12 @@ class StreamingModel {
   uint64_t rejected_blocks() const { return svd_.rejected_blocks(); }
   uint64_t weight_refreshes() const { return weight_refreshes_; }  ///< since construction, never reset
   const SubspaceOptions& options() const { return svd_.options(); }
+  /// Continues from `model` instead of calibrating and learning afresh. A weighted model (channel_scale set)
+  /// freezes the Poisson weights at its scale until refresh_spectra spectra were learnt (0: for good); the
+  /// refreshes then take b from the spectra learnt since the restore. Requires the weighting to be enabled
+  /// exactly when the model is weighted, and what IncrementalSvd::Restore requires (std::invalid_argument
+  /// otherwise).
+  void Restore(const PcaModel& model);
 
  private:
   void StartLearning();  // weights frozen: hand the scale to the SVD, learn the kept spectra

@@ -2,6 +2,7 @@
 // SIGINT/SIGTERM stop the service cleanly (exit 0).
 
 #include "operators/config_error.hpp"
+#include "server/model_snapshot.hpp"
 #include "server/pipeline.hpp"
 #include "server/service.hpp"
 #include "server/service_metrics.hpp"
@@ -34,6 +35,15 @@ int main(int argc, char** argv) {
     return 0;
   }
   const server::ServiceOptions& options = cl.options;
+  server::InitialModel initial;
+  if (!options.initial_model.empty()) {
+    try {
+      initial = server::LoadInitialModel(options);
+    } catch (const ConfigError& e) {
+      std::cerr << "specwatch: " << e.what() << "\n";
+      return 2;
+    }
+  }
   if (cl.check_config) {
     std::cout << "configuration is valid\n";
     return 0;
@@ -71,7 +81,7 @@ int main(int argc, char** argv) {
       exposer->RegisterCollectable(registry);
       log->info("metrics on http://{}/metrics", options.metrics_address);
     }
-    service = std::make_unique<server::Service>(options, metrics, log);
+    service = std::make_unique<server::Service>(options, metrics, log, initial);
   } catch (const std::exception& e) {
     log->error("cannot start: {}", e.what());
     return 2;

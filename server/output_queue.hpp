@@ -28,6 +28,7 @@ struct OutMessage {
   double receive_time_s = 0.0;   ///< for the end-to-end latency (0: not a frame)
   std::string reason;            ///< kSnapshotRequest: "request", "series_end", ...
   std::shared_ptr<const PcaModel> model;  ///< kSnapshotRequest: this model (null: the current one)
+  std::string series_id;         ///< kSnapshotRequest: the series it belongs to (empty: the current one)
   InFlightToken token;
 };
 

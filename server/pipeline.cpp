@@ -50,7 +50,7 @@ wire::EnergyAxis ToWire(const EnergyAxis& a) {
 }  // namespace
 
 Pipeline::Pipeline(const ServiceOptions& options, ServiceMetrics& metrics, OutputQueue& out,
-                   std::shared_ptr<spdlog::logger> log)
+                   std::shared_ptr<spdlog::logger> log, std::shared_ptr<const PcaModel> initial_model)
     : options_(options),
       metrics_(metrics),
       out_(out),
@@ -60,6 +60,17 @@ Pipeline::Pipeline(const ServiceOptions& options, ServiceMetrics& metrics, Outpu
       arena_(ComputeThreads(options), /*reserved_for_masters=*/0) {
   // A graph belongs to the arena it is built in.
   arena_.execute([this] { nodes_ = std::make_unique<Nodes>(*this); });
+  if (initial_model) {
+    WeightingOptions weighting = options_.weighting_options;
+    weighting.enabled = initial_model->Weighted();
+    learner_ = std::make_unique<StreamingModel>(static_cast<int>(initial_model->mean.size()), options_.pca, weighting);
+    learner_->Restore(*initial_model);
+    restored_.store(true);
+    InstallModel(learner_->Model(), "");
+    const auto& m = *Model();
+    log_->info("model restored: version {}, rank {}, {} channels, {:.0f} spectra seen, {} weighting", m.version,
+               m.rank, m.mean.size(), m.spectra_seen, m.Weighted() ? "Poisson" : "no");
+  }
 }
 
 Pipeline::~Pipeline() { Drain(); }
@@ -102,8 +113,8 @@ Pipeline::ProcessedPtr Pipeline::DenoiseItem(WorkItem item) const {
   const SpectrumBatch& b = *p->item.batch;
   const double t0 = NowSteady();
   auto model = Model();
-  const bool usable = learnt_since_reset_.load() >= options_.warmup_spectra && model->spectra_seen > 0 &&
-                      model->mean.size() == b.Channels();
+  const bool usable = (learnt_since_reset_.load() >= options_.warmup_spectra || restored_.load()) &&
+                      model->spectra_seen > 0 && model->mean.size() == b.Channels();
   static const PcaModel kNothingLearnt;  // Denoise passes the data through unchanged
   auto result = std::make_shared<DenoiseResult>();
   Denoise(usable ? *model : kNothingLearnt, b.counts, result.get());
@@ -141,6 +152,8 @@ Pipeline::ProcessedPtr Pipeline::DenoiseItem(WorkItem item) const {
   d->set_spectra_omitted(usable && options_.denoised_payload == DenoisedPayload::kScores);
   d->set_scan_pass(b.positions.empty() ? 0 : b.positions.front().pass);
   d->set_acquisition_time_s(b.meta.acquisition_time_s);
+  p->model_used = usable;
+  p->weighted = usable && model->Weighted();
   p->result = std::move(result);
   p->envelope = std::move(env);
   return p;
@@ -154,9 +167,12 @@ void Pipeline::InOrder(const ProcessedPtr& p) {
                  item.series.channel_count, item.series.scan_shape.width, item.series.scan_shape.height,
                  item.series.passes);
       if (options_.reset_model_on_new_series) RequestReset();
+      PublishResidualMap(residual_maps_.Close("new_series"));
+      warned_no_scan_shape_ = false;
       item.token.reset();
       return;
     case WorkItem::Kind::kSeriesEnd:
+      PublishResidualMap(residual_maps_.Close("series_end"));
       // Through the model stage, so the snapshot includes every frame of the series.
       nodes_->model_update.try_put(UpdateItem{UpdateItem::Op::kSeriesEnd, p, false});
       return;
@@ -167,6 +183,8 @@ void Pipeline::InOrder(const ProcessedPtr& p) {
     log_->warn("series '{}': frame {} arrived without a series start; working from frame headers alone",
                item.series.id, item.batch->meta.frame_number);
     if (options_.reset_model_on_new_series) RequestReset();
+    PublishResidualMap(residual_maps_.Close("new_series"));
+    warned_no_scan_shape_ = false;
   }
   const SpectrumBatch& b = *item.batch;
   // Offer the frame to the model. The update holds the token too, so the slot stays taken until it ran.
@@ -190,18 +208,86 @@ void Pipeline::InOrder(const ProcessedPtr& p) {
   m.receive_time_s = b.meta.receive_time_s;
   m.token = item.token;
   out_.Push(std::move(m));
+  MapResiduals(*p);  // after the frame's own message: a map only holds values already published
 }
+
+void Pipeline::MapResiduals(const Processed& p) {
+  const SpectrumBatch& b = *p.item.batch;
+  ResidualFrame f;
+  f.shape = b.meta.scan_shape;
+  f.frame_number = b.meta.frame_number;
+  f.positions = b.positions;
+  if (p.model_used) {
+    // Weighted (count) models: the standardised Poisson deviance, comparable across doses and channels.
+    // Unweighted: the residual norm in counts (not its square, residual_chi2, whose tail is heavier).
+    const Eigen::VectorXf& v = p.weighted ? p.result->deviance_z : p.result->residual_norm;
+    f.values = std::span<const float>(v.data(), static_cast<size_t>(v.size()));
+    f.statistic = p.weighted ? "deviance_z" : "residual_norm";
+    f.model_version = p.envelope->denoised().model_version();
+  }
+  map_series_ = b.meta.series_id;
+  const uint64_t unmapped = residual_maps_.spectra_unmapped();
+  std::vector<PassMap> done = residual_maps_.Add(f);
+  if (residual_maps_.spectra_unmapped() > unmapped && !warned_no_scan_shape_) {
+    log_->warn("series '{}': scan shape {}x{} {}: no residual maps; per-spectrum residuals stay in the denoised "
+               "messages", b.meta.series_id, f.shape.width, f.shape.height,
+               f.shape.Positions() == 0 ? "unknown (no series start, no scan_shape in the frame headers)"
+                                        : "above 16M positions");
+    warned_no_scan_shape_ = true;
+  }
+  for (PassMap& m : done) PublishResidualMap(std::move(m));
+}
+
+void Pipeline::PublishResidualMap(std::optional<PassMap> map) {
+  if (!map) return;
+  auto env = std::make_shared<wire::Envelope>();
+  env->set_series_id(map_series_);
+  auto* r = env->mutable_residual_map();
+  r->set_width(map->shape.width);
+  r->set_height(map->shape.height);
+  r->set_scan_pass(map->pass);
+  r->set_statistic(map->statistic);
+  r->set_closed_by(map->closed_by);
+  r->set_positions_scored(map->positions_scored);
+  r->set_spectra(map->spectra);
+  r->set_spectra_unscored(map->spectra_unscored);
+  r->set_spectra_outside(map->spectra_outside);
+  const RobustSummary& s = map->summary;
+  r->set_median(s.median);
+  r->set_robust_sigma(s.robust_sigma);
+  r->set_outlier_threshold(s.outlier_threshold);
+  r->set_outliers(s.outliers);
+  r->set_max(s.max);
+  r->set_first_frame_number(map->first_frame);
+  r->set_last_frame_number(map->last_frame);
+  r->set_model_version(map->model_version);
+  metrics_.residual_map_outliers.Set(static_cast<double>(s.outliers));
+  log_->debug("residual map, series '{}' pass {} ({}): {} of {} positions scored, median {:.3g}, robust sigma {:.3g}, "
+              "{} outliers", map_series_, map->pass, map->closed_by, map->positions_scored, map->values.size(),
+              s.median, s.robust_sigma, s.outliers);
+  auto values = std::make_shared<std::vector<float>>(std::move(map->values));
+  OutMessage m;
+  m.topic = "residual_map";
+  m.envelope = std::move(env);
+  m.payload = stream::Payload{values, values->data(), values->size() * sizeof(float)};
+  out_.Push(std::move(m));
+}
+
+void Pipeline::CloseResidualMap(const std::string& reason) { PublishResidualMap(residual_maps_.Close(reason)); }
 
 void Pipeline::ModelUpdate(const UpdateItem& u) {
   if (u.counted_pending) --pending_updates_;
   if (u.op == UpdateItem::Op::kSeriesEnd) {
     if (learner_ && learner_->buffered() > 0 && !frozen_.load()) {
       learner_->Flush();
-      InstallModel(learner_->Model());
+      InstallModel(learner_->Model(), u.processed->item.series_end.id);
     }
     OutMessage m;
     m.kind = OutMessage::Kind::kSnapshotRequest;
     m.reason = "series_end";
+    // This model and this series: by the time the publisher gets to it, the next series may have begun.
+    m.model = Model();
+    m.series_id = u.processed->item.series_end.id;
     m.token = u.processed->item.token;
     out_.Push(std::move(m));
     return;
@@ -210,6 +296,7 @@ void Pipeline::ModelUpdate(const UpdateItem& u) {
     if (learner_) learner_->Reset();
     SetModel(std::make_shared<const PcaModel>());
     learnt_since_reset_.store(0);
+    restored_.store(false);
     metrics_.model_rank.Set(0);
     metrics_.model_version.Set(0);
     log_->info("model reset");
@@ -226,8 +313,14 @@ void Pipeline::ModelUpdate(const UpdateItem& u) {
     return;
   }
   if (!learner_ || learner_->channels() != b.Channels()) {
-    if (learner_) log_->warn("channel count changed {} -> {}: model restarts", learner_->channels(), b.Channels());
+    if (learner_ && restored_.load()) {
+      log_->error("series '{}': {}-channel spectra, but the initial model has {} channels: it is dropped and "
+                  "learning starts afresh", b.meta.series_id, b.Channels(), learner_->channels());
+    } else if (learner_) {
+      log_->warn("channel count changed {} -> {}: model restarts", learner_->channels(), b.Channels());
+    }
     learnt_since_reset_.store(0);
+    restored_.store(false);
     learner_.reset();
     try {
       WeightingOptions weighting = options_.weighting_options;
@@ -248,7 +341,7 @@ void Pipeline::ModelUpdate(const UpdateItem& u) {
   const uint64_t refreshes_before = learner_->weight_refreshes();
   learner_->Add(b.counts);
   metrics_.model_weight_refreshes.Increment(static_cast<double>(learner_->weight_refreshes() - refreshes_before));
-  InstallModel(learner_->Model());
+  InstallModel(learner_->Model(), b.meta.series_id);
   metrics_.model_spectra.Increment(static_cast<double>(b.Spectra()));
   const double t1 = NowSteady();
   metrics_.Latency(Stage::kModelUpdate).Observe(t1 - t0);
@@ -258,8 +351,9 @@ void Pipeline::ModelUpdate(const UpdateItem& u) {
   learnt_since_reset_ += static_cast<uint64_t>(b.Spectra());  // last: status readers see a settled model
 }
 
-void Pipeline::InstallModel(std::shared_ptr<const PcaModel> model) {
-  if (model == Model()) return;  // Add() that only buffered: same version
+void Pipeline::InstallModel(std::shared_ptr<const PcaModel> model, const std::string& series_id) {
+  const auto previous = Model();
+  if (model == previous) return;  // Add() that only buffered: same version
   if (options_.denoised_payload == DenoisedPayload::kScores) {
     // Queued before the model can be used: every "denoised" message using it is queued (and so published)
     // after its snapshot, so a subscriber always holds the eigenspectra its scores refer to.
@@ -269,9 +363,39 @@ void Pipeline::InstallModel(std::shared_ptr<const PcaModel> model) {
     m.model = model;
     out_.Push(std::move(m));
   }
+  // Queued before the model is installed, so before any denoised message that uses the new rank.
+  if (previous->spectra_seen > 0 && model->spectra_seen > 0 && previous->rank != model->rank &&
+      previous->mean.size() == model->mean.size() && model->version > previous->version) {
+    PublishRankChange(*previous, *model, series_id);
+  }
   metrics_.model_rank.Set(model->rank);
   metrics_.model_version.Set(static_cast<double>(model->version));
   SetModel(std::move(model));
+}
+
+void Pipeline::PublishRankChange(const PcaModel& before, const PcaModel& after, const std::string& series_id) {
+  auto env = std::make_shared<wire::Envelope>();
+  env->set_series_id(series_id);
+  auto* c = env->mutable_rank_change();
+  c->set_old_rank(static_cast<uint32_t>(before.rank));
+  c->set_new_rank(static_cast<uint32_t>(after.rank));
+  c->set_model_version(after.version);
+  c->set_spectra_seen(after.spectra_seen);
+  c->set_rank_threshold(after.rank_threshold);
+  c->set_noise_sigma(after.noise_sigma);
+  c->set_auto_rank(options_.pca.auto_rank);
+  const int tracked = static_cast<int>(after.singular_values.size());
+  const int first = std::max(0, std::min(before.rank, after.rank) - 2);
+  const int end = std::min(tracked, std::max(before.rank, after.rank) + 2);
+  c->set_first_index(static_cast<uint32_t>(first));
+  for (int i = first; i < end; ++i) c->add_singular_values(after.singular_values[i]);
+  metrics_.model_rank_changes.Increment();
+  log_->info("model rank {} -> {} at version {} (threshold {:.4g}, noise sigma {:.4g})", before.rank, after.rank,
+             after.version, after.rank_threshold, after.noise_sigma);
+  OutMessage m;
+  m.topic = "model";
+  m.envelope = std::move(env);
+  out_.Push(std::move(m));
 }
 
 }  // namespace specwatch::server

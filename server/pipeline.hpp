@@ -3,7 +3,8 @@
 ///
 ///   Submit ─▶ denoise (function_node, unlimited: stateless, parallel)
 ///           ─▶ sequencer_node (restores receive order)
-///           ─▶ in_order (function_node, serial: series bookkeeping, hands messages to the publisher)
+///           ─▶ in_order (function_node, serial: series bookkeeping, residual maps of scan passes, hands
+///              messages to the publisher)
 ///           ─▶ model_update (function_node, serial, queueing: IncrementalSvd::Add in frame order; at a
 ///              series end it flushes the model and then asks for the series-end snapshot)
 ///
@@ -12,11 +13,17 @@
 /// `model_updates: when_idle` a frame is offered to the model only if no update is queued or running, so a
 /// stream faster than the update is still denoised in full while the model learns from a subsample.
 ///
-/// Concurrency: Submit and Drain from the receiver thread only; Model, RequestReset, SetFrozen, InFlight from
-/// any thread.
+/// Model events: whenever the installed model's rank differs from the previous version's, a RankChange goes
+/// to the publisher (topic "model"). Residual maps: in_order lays each spectrum's residual (standardised
+/// Poisson deviance for weighted models, the residual norm in counts otherwise) out on the scan and hands a
+/// ResidualMap to the publisher when a pass is complete, the next pass starts, or the series ends.
+///
+/// Concurrency: Submit, Drain and CloseResidualMap from the receiver thread only; Model, RequestReset,
+/// SetFrozen, InFlight from any thread.
 
 #include "operators/denoiser.hpp"
 #include "operators/incremental_svd.hpp"
+#include "operators/residual_map.hpp"
 #include "operators/streaming_model.hpp"
 #include "server/output_queue.hpp"
 #include "server/service_metrics.hpp"
@@ -50,6 +57,8 @@ struct DenoisedItem {
   WorkItem item;
   std::shared_ptr<DenoiseResult> result;     ///< kFrame
   std::shared_ptr<wire::Envelope> envelope;  ///< kFrame: the "denoised" message, built off the serial path
+  bool model_used = false;                   ///< kFrame: denoised with a model (residuals are meaningful)
+  bool weighted = false;                     ///< kFrame: ... a Poisson-weighted one (deviance_z is set)
 };
 
 /// What the serial model-update stage receives, in frame order.
@@ -65,8 +74,10 @@ int ComputeThreads(const ServiceOptions& options);
 
 class Pipeline {
  public:
+  /// `initial_model` (optional, checked by LoadInitialModel): the model denoising and learning start from;
+  /// it counts as warmed up. Throws std::invalid_argument when it does not fit the options.
   Pipeline(const ServiceOptions& options, ServiceMetrics& metrics, OutputQueue& out,
-           std::shared_ptr<spdlog::logger> log);
+           std::shared_ptr<spdlog::logger> log, std::shared_ptr<const PcaModel> initial_model = nullptr);
   ~Pipeline();  ///< drains the graph
 
   /// Blocks until a slot is free, then puts the item into the graph.
@@ -85,6 +96,9 @@ class Pipeline {
   bool frozen() const { return frozen_.load(); }
   uint32_t InFlight() const { return slots_->in_flight.load(); }
   uint64_t SpectraLearnt() const { return learnt_since_reset_.load(); }
+  /// Hands the open scan pass's residual map to the publisher, marked closed by `reason` ("shutdown").
+  /// Only once the graph is drained (after Drain), from the receiver thread.
+  void CloseResidualMap(const std::string& reason);
 
  private:
   using Processed = DenoisedItem;
@@ -95,8 +109,12 @@ class Pipeline {
   void InOrder(const ProcessedPtr& p);
   void ModelUpdate(const UpdateItem& u);
   /// Makes `model` the one denoising uses (model_update node only); under denoised_payload: scores, queues
-  /// its snapshot first.
-  void InstallModel(std::shared_ptr<const PcaModel> model);
+  /// its snapshot first; queues a RankChange when its rank differs from the previous version's.
+  void InstallModel(std::shared_ptr<const PcaModel> model, const std::string& series_id);
+  void PublishRankChange(const PcaModel& before, const PcaModel& after, const std::string& series_id);
+  /// in_order node: adds a frame's residuals to the scan-pass map; hands out the maps it finished.
+  void MapResiduals(const Processed& p);
+  void PublishResidualMap(std::optional<PassMap> map);
 
   const ServiceOptions& options_;
   ServiceMetrics& metrics_;
@@ -124,8 +142,14 @@ class Pipeline {
   std::atomic<bool> frozen_{false};
   std::atomic<uint32_t> pending_updates_{0};
   std::atomic<uint64_t> learnt_since_reset_{0};
+  std::atomic<bool> restored_{false};    // the model came from initial_model: warm without warmup_spectra
   std::unique_ptr<StreamingModel> learner_;  // model_update node only
   int unusable_channels_ = -1;           // model_update node only: channel count the options cannot fit
+
+  // in_order node only (and CloseResidualMap once drained).
+  ResidualMapper residual_maps_;
+  std::string map_series_;               // series of the open pass
+  bool warned_no_scan_shape_ = false;    // per series
 
   // The graph lives in its own arena with `compute_threads` worker slots and none reserved for the
   // receiver thread, which only puts frames in: otherwise, on 2 cores, one worker would do all the work.

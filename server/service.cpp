@@ -21,7 +21,8 @@ zmq::socket_type FramesSocketType(const std::string& s) {
 
 }  // namespace
 
-Service::Service(const ServiceOptions& options, ServiceMetrics& metrics, std::shared_ptr<spdlog::logger> log)
+Service::Service(const ServiceOptions& options, ServiceMetrics& metrics, std::shared_ptr<spdlog::logger> log,
+                 const InitialModel& initial)
     : options_(options),
       metrics_(metrics),
       log_(log),
@@ -29,8 +30,12 @@ Service::Service(const ServiceOptions& options, ServiceMetrics& metrics, std::sh
       frames_(context_, FramesSocketType(options.frames_socket)),
       publish_(context_, zmq::socket_type::pub),
       control_(context_, zmq::socket_type::rep),
-      pipeline_(options, metrics, out_, log),
+      pipeline_(options, metrics, out_, log, initial.model),
       start_s_(NowSteady()) {
+  if (initial.model) {
+    energy_axis_ = initial.energy_axis;  // snapshots before the first series describe the file's model
+    log_->info("initial model from {} (series '{}')", initial.path, initial.series_id);
+  }
   frames_.set(zmq::sockopt::rcvhwm, static_cast<int>(options.receive_buffer_frames));
   frames_.set(zmq::sockopt::linger, 0);
   if (options.frames_socket == "sub") frames_.set(zmq::sockopt::subscribe, "");
@@ -57,6 +62,7 @@ void Service::Run() {
   stopping_.store(true);
   log_->info("stopping: finishing {} frames in flight", pipeline_.InFlight());
   pipeline_.Drain();
+  pipeline_.CloseResidualMap("shutdown");
   OutMessage last;
   last.kind = OutMessage::Kind::kSnapshotRequest;
   last.reason = "shutdown";
@@ -169,7 +175,7 @@ void Service::PublishLoop() {
           break;
         }
         case OutMessage::Kind::kSnapshotRequest:
-          PublishSnapshot(publisher, m.reason, m.model);
+          PublishSnapshot(publisher, m.reason, m.model, m.series_id);
           break;
         case OutMessage::Kind::kStatusRequest:
           PublishStatus(publisher);
@@ -193,49 +199,31 @@ void Service::PublishLoop() {
 }
 
 void Service::PublishSnapshot(stream::ResultPublisher& publisher, const std::string& reason,
-                              std::shared_ptr<const PcaModel> model) {
+                              std::shared_ptr<const PcaModel> model, const std::string& series_id) {
   if (!model) model = pipeline_.Model();
   wire::Envelope env;
-  {
-    std::lock_guard lock(series_mutex_);
-    env.set_series_id(series_id_);
-    auto* axis = env.mutable_snapshot()->mutable_energy_axis();
-    axis->set_offset(energy_axis_.offset);
-    axis->set_dispersion(energy_axis_.dispersion);
-    axis->set_unit(energy_axis_.unit);
-  }
-  auto* s = env.mutable_snapshot();
-  const int rank = model->rank;
-  const auto channels = model->mean.size();
-  s->set_rank(static_cast<uint32_t>(rank));
-  s->set_channel_count(static_cast<uint32_t>(channels));
-  for (int i = 0; i < rank; ++i) s->add_singular_values(model->singular_values[i]);
-  const Eigen::VectorXd explained = model->ExplainedVarianceRatio();
-  for (int i = 0; i < rank && i < explained.size(); ++i) s->add_explained_variance(explained[i]);
-  s->set_spectra_seen(model->spectra_seen);
-  s->set_effective_memory(model->effective_memory);
-  s->set_model_version(model->version);
-  s->set_reason(reason);
-  s->set_poisson_weighted(model->Weighted());
-  s->set_noise_sigma(model->noise_sigma);
-  s->set_rank_threshold(model->rank_threshold);
-  s->set_tracked_components(static_cast<uint32_t>(model->basis.cols()));
-  for (Eigen::Index i = 0; i < model->singular_values.size(); ++i) {
-    s->add_tracked_singular_values(model->singular_values[i]);
-  }
-  auto data = std::make_shared<std::vector<float>>(static_cast<size_t>((1 + rank) * channels));
-  if (channels > 0) {
-    Eigen::Map<Eigen::VectorXf> mean(data->data(), channels);
-    Eigen::Map<Eigen::MatrixXf> eigenspectra(data->data() + channels, channels, rank);
-    mean = model->mean;
-    eigenspectra = model->basis.leftCols(rank);
-    if (model->Weighted()) {  // back to counts (per sqrt(total counts)): results.proto, ModelSnapshot
-      mean.array() *= model->channel_scale.array();
-      eigenspectra.array().colwise() *= model->channel_scale.array();
-    }
-  }
+  auto data = BuildSnapshot(*model, reason, &env, series_id);
   publisher.Publish("snapshot", env, stream::Payload{data, data->data(), data->size() * sizeof(float)});
   metrics_.Published("snapshot").Increment();
+}
+
+std::shared_ptr<std::vector<float>> Service::BuildSnapshot(const PcaModel& model, const std::string& reason,
+                                                           wire::Envelope* env, const std::string& series_id) const {
+  std::lock_guard lock(series_mutex_);
+  env->set_series_id(series_id.empty() ? series_id_ : series_id);
+  return FillSnapshot(model, reason, energy_axis_, env->mutable_snapshot());
+}
+
+std::string Service::SaveModel(const std::string& path) const {
+  const auto model = pipeline_.Model();
+  if (!(model->spectra_seen > 0)) throw std::runtime_error("nothing learnt yet: no model to save");
+  wire::Envelope env;
+  auto data = BuildSnapshot(*model, "save", &env);
+  env.set_publisher_epoch(epoch_);
+  env.set_publish_time_s(NowUnix());  // sequence 0: written to a file, not published
+  WriteSnapshotFile(path, env, *data);
+  return "model version " + std::to_string(model->version) + " (rank " + std::to_string(model->rank) + ", " +
+         std::to_string(model->mean.size()) + " channels) saved to " + path;
 }
 
 void Service::PublishStatus(stream::ResultPublisher& publisher) {
@@ -322,6 +310,19 @@ void Service::ControlLoop() {
           reply.set_message("snapshot queued");
           break;
         }
+        case wire::COMMAND_SAVE_MODEL:
+          if (req.path().empty()) {
+            reply.set_ok(false);
+            reply.set_message("save_model needs a path");
+            break;
+          }
+          try {
+            reply.set_message(SaveModel(req.path()));
+          } catch (const std::exception& e) {
+            reply.set_ok(false);
+            reply.set_message(std::string("model not saved: ") + e.what());
+          }
+          break;
         case wire::COMMAND_SHUTDOWN:
           reply.set_message("shutting down");
           Stop();

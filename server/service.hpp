@@ -4,13 +4,14 @@
 ///   receiver thread   frames socket (SUB/PULL) -> FrameDecoder -> counts -> Pipeline::Submit
 ///   TBB workers       the flow graph (server/pipeline.hpp)
 ///   publisher thread  OutputQueue -> PUB socket; periodic status and model snapshots
-///   control thread    REP socket: status, reset, freeze, resume, snapshot, shutdown
+///   control thread    REP socket: status, reset, freeze, resume, snapshot, save_model, shutdown
 ///
 /// Construction binds/connects every socket (throws zmq::error_t or std::invalid_argument on a bad endpoint:
 /// a start-up error). Run() blocks until Stop() is called (from any thread, e.g. a signal watcher) or a
 /// shutdown command arrives; it then stops taking frames, finishes those in flight, publishes them and a
 /// final snapshot, and returns.
 
+#include "server/model_snapshot.hpp"
 #include "server/output_queue.hpp"
 #include "server/pipeline.hpp"
 #include "server/service_metrics.hpp"
@@ -29,7 +30,9 @@ namespace specwatch::server {
 
 class Service {
  public:
-  Service(const ServiceOptions& options, ServiceMetrics& metrics, std::shared_ptr<spdlog::logger> log);
+  /// `initial`: the model to start from (LoadInitialModel), or none (initial.model null).
+  Service(const ServiceOptions& options, ServiceMetrics& metrics, std::shared_ptr<spdlog::logger> log,
+          const InitialModel& initial = {});
   ~Service();
 
   void Run();
@@ -43,10 +46,15 @@ class Service {
   void PublishLoop();
   void ControlLoop();
   wire::Status BuildStatus() const;
-  /// Publishes `model`, or the pipeline's current model when null.
+  /// Publishes `model`, or the pipeline's current model when null, as of `series_id` (empty: the current one).
   void PublishSnapshot(stream::ResultPublisher& publisher, const std::string& reason,
-                       std::shared_ptr<const PcaModel> model = nullptr);
+                       std::shared_ptr<const PcaModel> model = nullptr, const std::string& series_id = {});
   void PublishStatus(stream::ResultPublisher& publisher);
+  /// The snapshot message of `model` with the current series and energy axis.
+  std::shared_ptr<std::vector<float>> BuildSnapshot(const PcaModel& model, const std::string& reason,
+                                                    wire::Envelope* envelope, const std::string& series_id = {}) const;
+  /// Control thread: writes the current model to `path`. Returns the reply text; throws std::runtime_error.
+  std::string SaveModel(const std::string& path) const;
 
   const ServiceOptions& options_;
   ServiceMetrics& metrics_;

@@ -29,6 +29,10 @@ ServiceMetrics::ServiceMetrics(prometheus::Registry& r)
       model_version(MakeGauge(r, "specwatch_model_version", "Model updates applied")),
       model_weight_refreshes(MakeCounter(r, "specwatch_model_weight_refreshes_total",
                                          "Poisson weights recomputed and the model re-expressed in them")),
+      model_rank_changes(MakeCounter(r, "specwatch_model_rank_changes_total",
+                                     "Times the rank changed between two model versions (topic model)")),
+      residual_map_outliers(MakeGauge(r, "specwatch_residual_map_outlier_positions",
+                                      "Scan positions at or above median + 5 robust sigma in the last residual map")),
       input_lag(prometheus::BuildHistogram()
                     .Name("specwatch_input_lag_seconds")
                     .Help("Receipt time minus the frame header's acquisition time (clocks must agree)")

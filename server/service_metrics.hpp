@@ -37,6 +37,8 @@ class ServiceMetrics {
   prometheus::Gauge& model_rank;
   prometheus::Gauge& model_version;
   prometheus::Counter& model_weight_refreshes;  ///< Poisson weights recomputed, model re-expressed
+  prometheus::Counter& model_rank_changes;  ///< "model" events: the rank changed between two versions
+  prometheus::Gauge& residual_map_outliers; ///< positions >= 5 robust sigma in the last residual map
   prometheus::Histogram& input_lag;  ///< receipt (Unix) minus the frame's acquisition time: backlog upstream
 
   prometheus::Counter& FramesRejected(stream::RejectReason r) { return *frames_rejected_.at(r); }
@@ -53,6 +55,6 @@ class ServiceMetrics {
 };
 
 /// Topics the service publishes; their counters exist from the start (so dashboards show zeros).
-inline constexpr std::array<const char*, 3> kTopics = {"denoised", "snapshot", "status"};
+inline constexpr std::array<const char*, 5> kTopics = {"denoised", "snapshot", "status", "model", "residual_map"};
 
 }  // namespace specwatch::server

@@ -112,6 +112,7 @@ ServiceOptions LoadConfigFile(const std::string& path, ServiceOptions o) {
   if (c.has_model_updates()) o.model_updates = ParseModelUpdates(c.model_updates(), "model_updates");
   if (c.has_model_update_budget()) o.model_update_budget = c.model_update_budget();
   if (c.has_denoised_payload()) o.denoised_payload = ParseDenoisedPayload(c.denoised_payload(), "denoised_payload");
+  if (c.has_initial_model()) o.initial_model = c.initial_model();
   if (c.has_pca()) {
     const auto& p = c.pca();
     if (p.has_rank()) o.pca.rank = static_cast<int>(p.rank());
@@ -156,6 +157,7 @@ const Flag kFlags[] = {
     {"--rank", "K", "PCA components used to denoise, default 8"},
     {"--threads", "N", "compute threads, default 0 = one per core"},
     {"--denoised-payload", "spectra|scores", "what denoised messages carry, default spectra"},
+    {"--initial-model", "FILE", "start from the model in this snapshot file (save_model, tap recording)"},
     {"--log-level", "LEVEL", "trace, debug, info (default), warn, error"},
     {"--check-config", "", "validate the configuration, print it and exit"},
     {"--help", "", "this text"},
@@ -207,6 +209,7 @@ CommandLine ParseCommandLine(const std::vector<std::string>& args) {
     if (a == "--threads") o.compute_threads = static_cast<uint32_t>(ParseUnsigned(a, v));
     if (a == "--log-level") o.log_level = v;
     if (a == "--denoised-payload") o.denoised_payload = ParseDenoisedPayload(v, a);
+    if (a == "--initial-model") o.initial_model = v;
   }
   if (!cl.help) o.Validate();
   return cl;
@@ -241,6 +244,8 @@ std::string HelpText() {
      << "  model_updates: \"when_idle\"       all | when_idle (skip learning from frames arriving during an update)\n"
      << "  model_update_budget: " << d.model_update_budget << "           when_idle: fraction of one core the model update may use\n"
      << "  denoised_payload: \"spectra\"      spectra | scores (clients rebuild spectra from scores + snapshot)\n"
+     << "  initial_model: \"\"               snapshot file to start from (written by the control command\n"
+     << "                                  save_model, or a specwatch-tap recording); \"\" = start empty\n"
      << "  pca {\n"
      << "    rank: " << d.pca.rank << "                        components used to denoise\n"
      << "    oversample: " << d.pca.oversample << "                  extra components tracked\n"

@@ -40,6 +40,7 @@ struct ServiceOptions {
   WeightingOptions weighting_options;  ///< .enabled is decided per model from `weighting` and the payload
   bool reset_model_on_new_series = false;
   uint32_t warmup_spectra = 256;       ///< spectra learnt before denoised output uses the model
+  std::string initial_model;           ///< snapshot file the model starts from (server/model_snapshot.hpp); "": none
 
   /// Throws ConfigError naming the first bad field.
   void Validate() const;

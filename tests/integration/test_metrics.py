@@ -39,6 +39,9 @@ class MetricsTest(unittest.TestCase):
             sender.send_raw([b"junk", b"x"])
             st = svc.wait_for(lambda s: s.spectra_published >= 320 and s.frames_rejected >= 1, what="frames")
             st = svc.wait_for(lambda s: s.spectra_in_model >= 320 and s.frames_in_flight == 0, what="model updates")
+            # The first periodic status leaves 0.1 s after start: a fast run gets here before it.
+            svc.wait_for(lambda s: any(t.topic == "status" and t.published >= 1 for t in s.published),
+                         what="a status published")
 
             with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % svc.metrics_port, timeout=5) as r:
                 self.assertEqual(r.status, 200)

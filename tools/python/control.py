@@ -7,9 +7,12 @@ Commands:
   freeze     stop model updates; denoising goes on with the frozen model
   resume     resume model updates
   snapshot   publish a model snapshot now (topic "snapshot")
+  save_model PATH
+             the service writes its current model to PATH (on its host); start a service from it
+             with `specwatch --initial-model PATH`
   shutdown   stop taking frames, finish those in flight, exit
 
-Exit status: 0 ok; 1 the service refused (ok = false); 3 no reply within --timeout-s.
+Exit status: 0 ok; 1 the service refused (ok = false); 2 bad usage; 3 no reply within --timeout-s.
 """
 
 import argparse
@@ -20,12 +23,13 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import specwatch_client as sc  # noqa: E402
 
-COMMANDS = ("status", "reset", "freeze", "resume", "snapshot", "shutdown")
+COMMANDS = ("status", "reset", "freeze", "resume", "snapshot", "save_model", "shutdown")
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", choices=COMMANDS)
+    p.add_argument("path", nargs="?", default="", help="save_model: the file the service writes")
     p.add_argument("--endpoint", default=sc.DEFAULT_CONTROL_ENDPOINT,
                    help="control socket (default %(default)s)")
     p.add_argument("--timeout-s", type=float, default=5.0, help="reply timeout (default %(default)s)")
@@ -50,9 +54,12 @@ def format_status(status):
 
 def main(argv=None):
     args = parse_args(argv)
+    if (args.command == "save_model") != bool(args.path):
+        print("error: a path is needed by save_model, and only by it", file=sys.stderr)
+        return 2
     client = sc.ControlClient(args.endpoint, timeout_s=args.timeout_s)
     try:
-        reply = client.request(args.command)
+        reply = client.request(args.command, path=args.path)
     except sc.ControlTimeout as e:
         print(f"error: {e}", file=sys.stderr)
         return 3

@@ -42,7 +42,7 @@ __all__ = [
     "RESERVED_TOPICS", "REJECT_REASONS", "PAYLOAD_TYPES", "SpecwatchError", "ProtocolError", "FrameRejected",
     "SendTimeout", "ControlTimeout", "ControlError", "load_protos", "parse_endpoints", "attach", "FramePublisher",
     "EventSubscriber", "Event", "TopicStats", "ControlClient", "DecodedFrame", "decode_frame", "encode_result",
-    "raster_positions", "synthetic_spectrum_image",
+    "raster_positions", "synthetic_spectrum_image", "read_recording", "load_snapshot_file",
 ]
 
 log = logging.getLogger("specwatch_client")
@@ -53,7 +53,7 @@ DEFAULT_FRAMES_ENDPOINT = "@tcp://127.0.0.1:5555"     # FramePublisher: bind
 DEFAULT_PUBLISH_ENDPOINT = ">tcp://127.0.0.1:5556"    # EventSubscriber: connect
 DEFAULT_CONTROL_ENDPOINT = ">tcp://127.0.0.1:5557"    # ControlClient: connect
 
-TOPICS = ("denoised", "snapshot", "status")
+TOPICS = ("denoised", "snapshot", "status", "model", "residual_map")
 RESERVED_TOPICS = ("novelty", "drift", "dose", "damage", "advice")
 
 # Label values of specwatch_frames_rejected_total{reason} and specwatch_spectra_rejected_total{reason}
@@ -677,7 +677,8 @@ class Event:
     """One published message, decoded."""
     topic: str
     envelope: Any                      # specwatch.wire.Envelope
-    payload: Optional[np.ndarray]      # float32, reshaped: denoised [spectra, channels], snapshot [1+rank, channels]
+    payload: Optional[np.ndarray]      # float32, reshaped: denoised [spectra, channels], snapshot [1+rank, channels],
+                                       # residual_map [height, width] (NaN: no value at that position)
     raw_payload: Optional[memoryview]  # the payload part as received (also for topics this client can't shape)
     receive_time_s: float              # Unix time of reception
     missed: int = 0                    # messages of this topic lost just before this one (a gap)
@@ -701,12 +702,13 @@ class Event:
 
     @property
     def kind(self) -> Optional[str]:
-        """Name of the Envelope body set: "denoised", "snapshot", "status", or None."""
+        """Name of the Envelope body set: "denoised", "snapshot", "status", "rank_change", "residual_map", or
+        None."""
         return self.envelope.WhichOneof("body")
 
     @property
     def body(self):
-        """DenoisedBatch, ModelSnapshot, Status, or None."""
+        """DenoisedBatch, ModelSnapshot, Status, RankChange, ResidualMap, or None."""
         kind = self.kind
         return getattr(self.envelope, kind) if kind else None
 
@@ -742,6 +744,8 @@ def _shape_payload(topic: str, envelope, raw: Optional[memoryview]) -> Optional[
         rows, cols = d.spectrum_count, d.channel_count
     elif topic == "snapshot" and envelope.WhichOneof("body") == "snapshot":
         rows, cols = 1 + envelope.snapshot.rank, envelope.snapshot.channel_count
+    elif topic == "residual_map" and envelope.WhichOneof("body") == "residual_map":
+        rows, cols = envelope.residual_map.height, envelope.residual_map.width
     else:
         return None
     nbytes = 0 if raw is None else raw.nbytes
@@ -950,7 +954,7 @@ class ControlClient:
     connected (the "lazy pirate" pattern). One thread only.
     """
 
-    COMMANDS = ("status", "reset_model", "freeze", "resume", "snapshot", "shutdown")
+    COMMANDS = ("status", "reset_model", "freeze", "resume", "snapshot", "save_model", "shutdown")
 
     def __init__(self, endpoint: str = DEFAULT_CONTROL_ENDPOINT, *, timeout_s: float = 5.0,
                  context: Optional[zmq.Context] = None, protos=None):
@@ -989,10 +993,11 @@ class ControlClient:
         except ValueError:
             raise ValueError(f"unknown command {command!r}; one of {', '.join(self.COMMANDS)}") from None
 
-    def request(self, command: Union[str, int], timeout_s: Optional[float] = None):
-        """Sends the command and returns the ControlReply (ok may be false). Raises ControlTimeout."""
+    def request(self, command: Union[str, int], timeout_s: Optional[float] = None, *, path: str = ""):
+        """Sends the command (with `path` for save_model) and returns the ControlReply (ok may be false).
+        Raises ControlTimeout."""
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
-        request = self._pb.control.ControlRequest(command=self.command_value(command))
+        request = self._pb.control.ControlRequest(command=self.command_value(command), path=path)
         socket = self._connect()
         socket.send(request.SerializeToString())
         if not socket.poll(int(timeout_s * 1000), zmq.POLLIN):
@@ -1006,8 +1011,8 @@ class ControlClient:
             raise ProtocolError(f"reply is not a ControlReply ({e})") from None
         return reply
 
-    def _checked(self, command: str, timeout_s: Optional[float]):
-        reply = self.request(command, timeout_s)
+    def _checked(self, command: str, timeout_s: Optional[float], path: str = ""):
+        reply = self.request(command, timeout_s, path=path)
         if not reply.ok:
             raise ControlError(reply)
         return reply
@@ -1028,8 +1033,56 @@ class ControlClient:
     def snapshot(self, timeout_s: Optional[float] = None):
         return self._checked("snapshot", timeout_s)
 
+    def save_model(self, path: str, timeout_s: Optional[float] = None):
+        """The service writes its current model to `path` on the service's host (a snapshot file that
+        `specwatch --initial-model` reads). Raises ControlError when it could not (nothing learnt, cannot write)."""
+        return self._checked("save_model", timeout_s, path=path)
+
     def shutdown(self, timeout_s: Optional[float] = None):
         return self._checked("shutdown", timeout_s)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Recordings and snapshot files
+# --------------------------------------------------------------------------------------------------------------
+
+def read_recording(path: str) -> Iterator[List[bytes]]:
+    """Yields the messages of a specwatch-tap recording (or a save_model snapshot file) as lists of parts:
+    per message uint32 part count, then per part uint64 size and the bytes, little-endian."""
+    import struct
+    with open(path, "rb") as f:
+        while head := f.read(4):
+            if len(head) < 4:
+                raise ProtocolError(f"{path}: ends inside a message header")
+            (count,) = struct.unpack("<I", head)
+            parts = []
+            for _ in range(count):
+                size_bytes = f.read(8)
+                if len(size_bytes) < 8:
+                    raise ProtocolError(f"{path}: ends inside a message")
+                (size,) = struct.unpack("<Q", size_bytes)
+                part = f.read(size)
+                if len(part) < size:
+                    raise ProtocolError(f"{path}: ends inside a message")
+                parts.append(part)
+            yield parts
+
+
+def load_snapshot_file(path: str, protos=None) -> Event:
+    """The last snapshot message of a snapshot file or recording, decoded as an Event (payload
+    [1 + rank, channels] in counts; .mean, .components; body.channel_scale for weighted models), as the service
+    reads it for `initial_model`. Raises ProtocolError when there is none."""
+    pb = protos or load_protos()
+    last = None
+    for parts in read_recording(path):
+        if parts and parts[0] == b"snapshot":
+            last = parts
+    if last is None or len(last) < 2:
+        raise ProtocolError(f"{path}: no snapshot message")
+    envelope = pb.results.Envelope()
+    envelope.ParseFromString(last[1])
+    raw = memoryview(last[2]) if len(last) > 2 else None
+    return Event("snapshot", envelope, _shape_payload("snapshot", envelope, raw), raw, os.path.getmtime(path))
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -66,6 +66,15 @@ def describe(event):
         text = (f"rank={body.rank} channels={body.channel_count} reason={body.reason} "
                 f"model_version={body.model_version} spectra_seen={body.spectra_seen:.0f} "
                 f"explained={ev:.3f} sv=[{sv}{', ...' if body.rank > 4 else ''}]")
+    elif kind == "rank_change":
+        sv = ", ".join(f"{v:.4g}" for v in body.singular_values)
+        text = (f"rank {body.old_rank} -> {body.new_rank} model_version={body.model_version} "
+                f"spectra_seen={body.spectra_seen:.0f} tau={body.rank_threshold:.4g} sigma={body.noise_sigma:.4g} "
+                f"sv[{body.first_index}:]=[{sv}]")
+    elif kind == "residual_map":
+        text = (f"pass={body.scan_pass} scan={body.width}x{body.height} {body.statistic} closed_by={body.closed_by} "
+                f"scored={body.positions_scored}/{body.width * body.height} median={body.median:.3g} "
+                f"robust_sigma={body.robust_sigma:.3g} outliers_5sigma={body.outliers} max={body.max:.3g}")
     elif kind == "status":
         text = (f"state={body.state} frames={body.frames_received} spectra={body.spectra_received} "
                 f"published={body.spectra_published} rejected={body.frames_rejected}f/{body.spectra_rejected}s "

@@ -377,6 +377,30 @@ class EventSubscriberTest(Loopback):
         self.assertIsNone(events[2].payload)
         self.assertEqual(sub.models_missing, 1)
 
+    def test_residual_map_and_rank_change(self):
+        sub = self.subscriber()
+        image = np.arange(12, dtype=np.float32).reshape(3, 4)
+        image[1, 2] = np.nan
+        rmap = self.pb.results.ResidualMap(width=4, height=3, scan_pass=2, statistic="deviance_z",
+                                           closed_by="complete", outlier_threshold=10.0)
+        self.pub.send_multipart(sc.encode_result("residual_map", self.envelope(1, residual_map=rmap), image))
+        change = self.pb.results.RankChange(old_rank=2, new_rank=3, model_version=40, first_index=0,
+                                            singular_values=[9.0, 5.0, 4.0, 1.0], rank_threshold=3.0)
+        self.pub.send_multipart(sc.encode_result("model", self.envelope(1, rank_change=change)))
+        events = list(sub.events(timeout_s=2.0, count=2))
+        self.assertEqual([(e.topic, e.kind) for e in events], [("residual_map", "residual_map"),
+                                                               ("model", "rank_change")])
+        m = events[0]
+        self.assertEqual(m.payload.shape, (3, 4))               # [height, width]
+        np.testing.assert_array_equal(m.payload, image)          # NaN where no value (assert_array_equal: NaN == NaN)
+        self.assertEqual(m.body.scan_pass, 2)
+        self.assertIsNone(events[1].payload)
+        self.assertEqual((events[1].body.old_rank, events[1].body.new_rank), (2, 3))
+        # a map whose payload does not match width x height is malformed
+        self.pub.send_multipart(sc.encode_result("residual_map", self.envelope(2, residual_map=rmap), image[:2]))
+        self.assertIsNone(sub.receive(timeout_s=0.5))
+        self.assertEqual(sub.malformed, 1)
+
     def test_topic_filter_and_malformed(self):
         sub = self.subscriber(["status"])
         self.denoised(1, 0)                                          # not subscribed
@@ -453,6 +477,24 @@ class ControlClientTest(Loopback):
         with self.assertRaises(ValueError):
             client.command_value("explode")
 
+    def test_save_model_sends_the_path(self):
+        rep, endpoint = self.bound(zmq.REP)
+        seen = []
+
+        def answer():
+            if rep.poll(TIMEOUT_MS, zmq.POLLIN):
+                request = self.pb.control.ControlRequest()
+                request.ParseFromString(rep.recv())
+                seen.append((request.command, request.path))
+                rep.send(self.pb.control.ControlReply(ok=True, message="saved").SerializeToString())
+
+        thread = threading.Thread(target=answer, daemon=True)
+        thread.start()
+        client = self.track(sc.ControlClient(">" + endpoint, context=self.ctx, timeout_s=5))
+        self.assertEqual(client.save_model("/var/lib/specwatch/m.snap").message, "saved")
+        thread.join(5)
+        self.assertEqual(seen, [(self.pb.control.COMMAND_SAVE_MODEL, "/var/lib/specwatch/m.snap")])
+
     def test_timeout_then_recover(self):
         rep, endpoint = self.bound(zmq.REP)
         client = self.track(sc.ControlClient(">" + endpoint, context=self.ctx, timeout_s=0.2))
@@ -468,6 +510,36 @@ class ControlClientTest(Loopback):
         answered.start()
         self.assertEqual(client.request("resume", timeout_s=5).message, "back")
         answered.join(5)
+
+
+class SnapshotFileTest(unittest.TestCase):
+    def test_the_last_snapshot_of_a_recording_is_the_model(self):
+        import struct
+        import tempfile
+        pb = sc.load_protos()
+
+        def record(f, parts):
+            f.write(struct.pack("<I", len(parts)))
+            for p in parts:
+                f.write(struct.pack("<Q", len(p)) + p)
+
+        payload = np.arange(6, dtype=np.float32).reshape(2, 3)
+        with tempfile.NamedTemporaryFile(suffix=".tap", delete=False) as f:
+            for version in (3, 4):
+                env = pb.results.Envelope(snapshot=pb.results.ModelSnapshot(rank=1, channel_count=3,
+                                                                             model_version=version))
+                record(f, sc.encode_result("snapshot", env, payload + version))
+                record(f, sc.encode_result("status", pb.results.Envelope()))
+        self.addCleanup(os.remove, f.name)
+        self.assertEqual([p[0] for p in sc.read_recording(f.name)], [b"snapshot", b"status"] * 2)
+        model = sc.load_snapshot_file(f.name, protos=pb)
+        self.assertEqual(model.body.model_version, 4)
+        np.testing.assert_array_equal(model.mean, [4, 5, 6])
+        np.testing.assert_array_equal(model.components, [[7, 8, 9]])
+        with open(f.name, "ab") as g:
+            g.write(b"\x02\x00")                       # cut inside a message header
+        with self.assertRaises(sc.ProtocolError):
+            sc.load_snapshot_file(f.name, protos=pb)
 
 
 class ConfigExampleTest(unittest.TestCase):

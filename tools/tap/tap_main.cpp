@@ -4,6 +4,7 @@
 #include "results.pb.h"
 #include "stream/endpoint.hpp"
 #include "stream/large_message_heap.hpp"
+#include "stream/recording.hpp"
 
 #include <google/protobuf/util/json_util.h>
 #include <zmq.hpp>
@@ -34,7 +35,8 @@ const char* kHelp =
     "  --json               one JSON object per line (envelope as protobuf JSON, plus topic and payload size)\n"
     "  --seconds S          stop after S seconds (default: run until Ctrl-C)\n"
     "  --count N            stop after N messages\n"
-    "  --record FILE        append every message to FILE (format in tools/tap/README.md)\n"
+    "  --record FILE        append every message to FILE (format in tools/tap/README.md); a recording\n"
+    "                       holding snapshot messages can be given to specwatch --initial-model\n"
     "  --topics T1,T2       subscribe to these topics only (default: all)\n"
     "  --quiet              print only the summary\n\n"
     "At the end a summary per topic goes to stderr: messages, gaps (missing sequence numbers), restarts\n"
@@ -78,6 +80,24 @@ std::string Line(const std::string& topic, const specwatch::wire::Envelope& e, s
       os << " explained=" << explained;
       break;
     }
+    case specwatch::wire::Envelope::kRankChange: {
+      const auto& c = e.rank_change();
+      os << " rank " << c.old_rank() << "->" << c.new_rank() << " version=" << c.model_version()
+         << " seen=" << c.spectra_seen() << " tau=" << c.rank_threshold() << " sigma=" << c.noise_sigma() << " sv["
+         << c.first_index() << ":]=[";
+      for (int i = 0; i < c.singular_values_size(); ++i) os << (i ? "," : "") << c.singular_values(i);
+      os << "]";
+      break;
+    }
+    case specwatch::wire::Envelope::kResidualMap: {
+      const auto& r = e.residual_map();
+      os << " pass=" << r.scan_pass() << " scan=" << r.width() << "x" << r.height() << " " << r.statistic()
+         << " closed_by=" << r.closed_by() << " scored=" << r.positions_scored() << "/"
+         << uint64_t{r.width()} * r.height() << " median=" << r.median() << " robust_sigma=" << r.robust_sigma()
+         << " outliers_5sigma=" << r.outliers() << " max=" << r.max() << " frames=" << r.first_frame_number()
+         << "-" << r.last_frame_number();
+      break;
+    }
     case specwatch::wire::Envelope::kStatus: {
       const auto& s = e.status();
       os << " state=" << s.state() << " frames=" << s.frames_received() << " spectra=" << s.spectra_received()
@@ -93,13 +113,9 @@ std::string Line(const std::string& topic, const specwatch::wire::Envelope& e, s
 }
 
 void Record(std::ofstream& out, const std::vector<zmq::message_t>& parts) {
-  const uint32_t n = static_cast<uint32_t>(parts.size());
-  out.write(reinterpret_cast<const char*>(&n), sizeof n);
-  for (const auto& p : parts) {
-    const uint64_t size = p.size();
-    out.write(reinterpret_cast<const char*>(&size), sizeof size);
-    out.write(static_cast<const char*>(p.data()), static_cast<std::streamsize>(size));
-  }
+  std::vector<std::string_view> views;
+  for (const auto& p : parts) views.emplace_back(static_cast<const char*>(p.data()), p.size());
+  specwatch::stream::WriteRecord(out, views);
 }
 
 }  // namespace

@@ -28,6 +28,7 @@ TEST_CASE("a config file sets fields over the defaults, and the command line ove
       "max_frames_in_flight: 4\n"
       "model_updates: \"all\"\n"
       "denoised_payload: \"scores\"\n"
+      "initial_model: \"/var/lib/specwatch/model.snap\"\n"
       "pca { rank: 5 forgetting: 0.999 reset_on_new_series: true }\n");
   const auto cl = ParseCommandLine({"--config", path, "--frames", "@tcp://127.0.0.1:7001", "--rank", "6"});
   CHECK(cl.options.frames_endpoint == "@tcp://127.0.0.1:7001");
@@ -35,6 +36,8 @@ TEST_CASE("a config file sets fields over the defaults, and the command line ove
   CHECK(cl.options.max_frames_in_flight == 4);
   CHECK(cl.options.model_updates == ModelUpdates::kAll);
   CHECK(cl.options.denoised_payload == DenoisedPayload::kScores);
+  CHECK(cl.options.initial_model == "/var/lib/specwatch/model.snap");
+  CHECK(ParseCommandLine({"--config", path, "--initial-model", "m.snap"}).options.initial_model == "m.snap");
   CHECK(cl.options.pca.rank == 6);
   CHECK(cl.options.pca.forgetting == doctest::Approx(0.999));
   CHECK(cl.options.reset_model_on_new_series);
@@ -84,7 +87,7 @@ TEST_CASE("--help lists every flag and config key") {
   for (const char* word : {"--config", "--frames", "--publish", "--control", "--metrics", "max_frames_in_flight",
                            "max_message_bytes", "snapshot_period_s", "model_updates", "forgetting",
                            "warmup_spectra", "receive_buffer_frames", "log_rate_limit_per_s", "denoised_payload",
-                           "--denoised-payload"}) {
+                           "--denoised-payload", "initial_model", "--initial-model"}) {
     CAPTURE(word);
     CHECK(help.find(word) != std::string::npos);
   }
