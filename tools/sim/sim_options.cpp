@@ -1,5 +1,7 @@
 #include "tools/sim/sim_options.hpp"
 
+#include "tools/sim/spectral_models.hpp"
+
 #include <charconv>
 #include <cmath>
 #include <cstdio>
@@ -109,7 +111,7 @@ Acquisition
                            Raman 100 cm-1 + 3200 cm-1/N
 
 Sample
-  --phases N               base phases laid out as soft Voronoi regions, 1..5           [3]
+  --phases N               base phases laid out as soft Voronoi regions, 1..5 (EDS 1..6) [3]
   --inclusion F            fraction of pixels holding a rare inclusion phase in
                            small clusters (0 = none), 0..0.5                            [0]
   --grow-phase             add a phase that nucleates and grows over the passes
@@ -172,7 +174,7 @@ SimOptions ParseSimArgs(std::span<const std::string> args) {
       {"--passes", [&](auto& n, auto& v) { o.passes = static_cast<uint32_t>(ParseRange(n, v, 1, 1u << 30)); }},
       {"--rate", [&](auto& n, auto& v) { o.rate_spectra_per_s = ParseNonNegative(n, v); }},
       {"--endpoint", [&](auto&, auto& v) { o.endpoint = v; }},
-      {"--phases", [&](auto& n, auto& v) { o.phases = static_cast<int>(ParseRange(n, v, 1, 5)); }},
+      {"--phases", [&](auto& n, auto& v) { o.phases = static_cast<int>(ParseRange(n, v, 1, 6)); }},
       {"--counts",
        [&](const std::string& n, const std::string& v) {
          o.mean_counts = ParsePositive(n, v);
@@ -256,6 +258,10 @@ SimOptions ParseSimArgs(std::span<const std::string> args) {
   }
   if (o.help) return o;
   if (!have_modality) throw ConfigError("--modality: required (eels, eds, xrd or raman)");
+  if (o.phases > MaxBasePhases(o.modality)) {
+    throw ConfigError("--phases: " + std::string(ModalityName(o.modality)) + " has " +
+                      std::to_string(MaxBasePhases(o.modality)) + " phases, got " + std::to_string(o.phases));
+  }
   if (o.endpoint.empty()) throw ConfigError("--endpoint: required (e.g. tcp://127.0.0.1:5555)");
   return o;
 }

@@ -356,6 +356,7 @@ std::vector<PhaseModel> EdsCatalogue() {
       MakeEds("Al-silicate", PhaseRole::kBase, {{{"Al", 0.5}, {"Si", 0.6}, {"O", 0.7}}, 10.5}),
       MakeEds("TiO2", PhaseRole::kBase, {{{"Ti", 1.0}, {"O", 0.6}}, 16.4}),
       MakeEds("FeCrNi steel", PhaseRole::kBase, {{{"Fe", 0.7}, {"Cr", 0.25}, {"Ni", 0.12}, {"Mn", 0.02}}, 25.9}),
+      MakeEds("CaCO3", PhaseRole::kBase, {{{"Ca", 1.0}, {"C", 0.3}, {"O", 0.8}}, 12.6}),
   };
 }
 
@@ -652,8 +653,9 @@ EnergyAxis DefaultAxis(Modality modality, int channels) {
 
 int MaxBasePhases(Modality modality) {
   switch (modality) {
-    case Modality::kEels:
     case Modality::kEds:
+      return 6;  // issue 3 asks for the rank of 3 to 6 phases
+    case Modality::kEels:
     case Modality::kXrd:
     case Modality::kRaman:
       return 5;

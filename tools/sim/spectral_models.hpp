@@ -32,7 +32,7 @@ struct PhaseModel {
 /// XRD 2θ 10…90°, Raman 100…3300 cm⁻¹, each spread over `channels`.
 EnergyAxis DefaultAxis(Modality modality, int channels);
 
-/// How many distinct base phases the catalogue has for `modality` (5 for each).
+/// How many distinct base phases the catalogue has for `modality` (6 for EDS, 5 for the others).
 int MaxBasePhases(Modality modality);
 
 /// The first `count` base phases of the catalogue; `axis` and `channels` give the range over which the

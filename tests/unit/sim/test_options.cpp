@@ -95,7 +95,11 @@ TEST_CASE("Bad command lines are rejected naming the option") {
   CHECK(message(with({"--rate", "fast"})).find("--rate") != std::string::npos);
   CHECK(message(with({"--counts", "0"})).find("--counts") != std::string::npos);
   CHECK(message(with({"--counts", "2e9"})).find("--counts") != std::string::npos);
-  CHECK(message(with({"--phases", "6"})).find("--phases") != std::string::npos);
+  CHECK(message(with({"--phases", "6"})).find("--phases") != std::string::npos);  // XRD has 5
+  const std::vector<std::string> eds6 = {"--modality", "eds", "--endpoint", "tcp://127.0.0.1:5555", "--phases", "6"};
+  CHECK(ParseSimArgs(eds6).phases == 6);
+  CHECK(message({"--modality", "eds", "--endpoint", "tcp://127.0.0.1:5555", "--phases", "7"}).find("--phases") !=
+        std::string::npos);
   CHECK(message(with({"--inclusion", "0.9"})).find("--inclusion") != std::string::npos);
   CHECK(message(with({"--payload", "int8"})).find("--payload") != std::string::npos);
   CHECK(message(with({"--socket", "req"})).find("--socket") != std::string::npos);
