@@ -3,6 +3,7 @@
 /// computations (in double) the streaming results are judged against.
 
 #include "operators/spectrum_batch.hpp"
+#include "tests/unit/operators/synthetic.hpp"
 #include "tools/sim/simulator.hpp"
 
 #include <Eigen/Dense>
@@ -169,17 +170,8 @@ inline Eigenpairs LeadingEigenpairs(const Eigen::MatrixXd& c, int count, int ext
   return out;
 }
 
-/// Largest principal angle between span(a) and span(b), degrees; a and b have the same number of columns.
-/// Uses sin θ_max = ||(I − Q_a Q_aᵀ) Q_b||₂, accurate for small angles (acos of cosines is not).
-inline double LargestPrincipalAngleDeg(const Eigen::MatrixXd& a, const Eigen::MatrixXd& b) {
-  const Eigen::MatrixXd qa = Eigen::HouseholderQR<Eigen::MatrixXd>(a).householderQ() *
-                             Eigen::MatrixXd::Identity(a.rows(), a.cols());
-  const Eigen::MatrixXd qb = Eigen::HouseholderQR<Eigen::MatrixXd>(b).householderQ() *
-                             Eigen::MatrixXd::Identity(b.rows(), b.cols());
-  const Eigen::MatrixXd outside = qb - qa * (qa.transpose() * qb);
-  const double sine = Eigen::JacobiSVD<Eigen::MatrixXd>(outside).singularValues()(0);
-  return std::asin(std::min(sine, 1.0)) * 180.0 / M_PI;
-}
+using test::LargestPrincipalAngleDeg;
+using test::Leading;
 
 inline double Median(std::vector<double> v) {
   const size_t h = v.size() / 2;

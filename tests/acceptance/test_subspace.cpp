@@ -15,11 +15,11 @@ namespace {
 
 using acceptance::CentredScatter;
 using acceptance::LargestPrincipalAngleDeg;
+using acceptance::Leading;
 using acceptance::LeadingEigenpairs;
 using acceptance::Options;
 using acceptance::SimFrames;
 
-Eigen::MatrixXd Leading(const PcaModel& model, int k) { return model.basis.leftCols(k).cast<double>(); }
 
 bool SameScale(const Eigen::VectorXf& a, const Eigen::VectorXf& b) { return a.size() == b.size() && a == b; }
 

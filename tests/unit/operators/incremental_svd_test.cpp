@@ -18,16 +18,9 @@ using test::BatchPca;
 using test::LargestPrincipalAngleDeg;
 using test::LowRankSource;
 
-Eigen::MatrixXd Leading(const PcaModel& model, int k) { return model.basis.leftCols(k).cast<double>(); }
-
-double RelativeError(const Eigen::VectorXd& got, const Eigen::VectorXd& want) {
-  return (got - want).norm() / want.norm();
-}
-
-double OrthonormalityError(const PcaModel& model) {
-  const Eigen::MatrixXd u = model.basis.cast<double>();
-  return (u.transpose() * u - Eigen::MatrixXd::Identity(u.cols(), u.cols())).cwiseAbs().maxCoeff();
-}
+using test::Leading;
+using test::OrthonormalityError;
+using test::RelativeError;
 
 void AddInChunks(IncrementalSvd& svd, const Eigen::MatrixXf& spectra, int chunk) {
   for (Eigen::Index j = 0; j < spectra.cols(); j += chunk) {

@@ -2,6 +2,8 @@
 /// Test-only ground truth for the operator tests: low-rank spectra plus Gaussian noise, drawn from a seeded
 /// generator, and the reference computations (in double) the streaming results are compared with.
 
+#include "operators/incremental_svd.hpp"
+
 #include <Eigen/Dense>
 
 #include <cmath>
@@ -73,5 +75,18 @@ struct BatchPca {
   Eigen::VectorXd singular_values;
   double total_variance = 0;
 };
+
+/// The model's first k eigenspectra, in double.
+inline Eigen::MatrixXd Leading(const PcaModel& model, int k) { return model.basis.leftCols(k).cast<double>(); }
+
+inline double RelativeError(const Eigen::VectorXd& got, const Eigen::VectorXd& want) {
+  return (got - want).norm() / want.norm();
+}
+
+/// max |UᵀU − I| of the model's basis.
+inline double OrthonormalityError(const PcaModel& model) {
+  const Eigen::MatrixXd u = model.basis.cast<double>();
+  return (u.transpose() * u - Eigen::MatrixXd::Identity(u.cols(), u.cols())).cwiseAbs().maxCoeff();
+}
 
 }  // namespace specwatch::test
