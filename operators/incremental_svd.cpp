@@ -230,18 +230,26 @@ void IncrementalSvd::Update(const Eigen::Ref<const Eigen::MatrixXf>& block) {
   Publish(std::move(next));
 }
 
-void IncrementalSvd::Finish(PcaModel& next) const {
-  const double d = static_cast<double>(channels_);
-  const Eigen::Index k = next.basis.cols();
-  const int tracked = static_cast<int>(std::min<Eigen::Index>(options_.rank, k));
-  const double residual_energy = std::max(0.0, next.total_variance - next.singular_values.squaredNorm());
-  next.noise_sigma = NoiseSigmaFromResidual(residual_energy, d, next.spectra_seen, static_cast<double>(k));
-  next.rank_threshold = GavishDonohoThreshold(d, next.spectra_seen, next.noise_sigma);
-  next.rank = tracked;
-  if (options_.auto_rank && next.noise_sigma > 0.0) {
-    next.rank = std::clamp(CountAbove(next.singular_values, next.rank_threshold), std::min(options_.rank_min, tracked),
-                           tracked);
+void EstimateNoise(PcaModel& model) {
+  const double d = static_cast<double>(model.mean.size());
+  const double k = static_cast<double>(model.basis.cols());
+  const double residual_energy = std::max(0.0, model.total_variance - model.singular_values.squaredNorm());
+  model.noise_sigma = NoiseSigmaFromResidual(residual_energy, d, model.spectra_seen, k);
+  model.rank_threshold = GavishDonohoThreshold(d, model.spectra_seen, model.noise_sigma);
+}
+
+void EstimateNoiseAndRank(PcaModel& model, int rank, bool auto_rank, int rank_min) {
+  EstimateNoise(model);
+  const int tracked = static_cast<int>(std::min<Eigen::Index>(rank, model.basis.cols()));
+  model.rank = tracked;
+  if (auto_rank && model.noise_sigma > 0.0) {
+    model.rank = std::clamp(CountAbove(model.singular_values, model.rank_threshold), std::min(rank_min, tracked),
+                            tracked);
   }
+}
+
+void IncrementalSvd::Finish(PcaModel& next) const {
+  EstimateNoiseAndRank(next, options_.rank, options_.auto_rank, options_.rank_min);
   next.effective_memory = effective_memory_;
   next.channel_scale = channel_scale_;
 }

@@ -55,6 +55,13 @@ struct PcaModel {
   Eigen::VectorXd ExplainedVarianceRatio() const;
 };
 
+/// noise_sigma and rank_threshold of a model whose basis, singular values, spectra_seen and total_variance are
+/// set: σ from the energy outside the tracked components, τ the Gavish–Donoho threshold (rank_selection.hpp).
+void EstimateNoise(PcaModel& model);
+/// EstimateNoise, then the rank: min(rank, k), or with auto_rank the count above τ within [rank_min, rank].
+/// The one rule every model is ranked by (IncrementalSvd after each update, MergeModels).
+void EstimateNoiseAndRank(PcaModel& model, int rank, bool auto_rank, int rank_min);
+
 /// Block incremental thin SVD (Brand 2006 / Ross et al. 2008) with mean update (as sklearn IncrementalPCA) and
 /// exponential forgetting. Per update of b spectra B, with state (U, s, mean, n):
 ///   decay s ← λ^{b/2} s, n ← λ^b n; append sqrt(n·b/(n+b))·(mean − mean_B) to the centred block;

@@ -1,7 +1,6 @@
 #include "operators/model_merge.hpp"
 
 #include "operators/config_error.hpp"
-#include "operators/rank_selection.hpp"
 
 #include <Eigen/QR>
 #include <Eigen/SVD>
@@ -71,24 +70,6 @@ double ForgettingFactor(const PcaModel& model) {
   return model.effective_memory > 0.0 ? 1.0 - 1.0 / model.effective_memory : 1.0;
 }
 
-// noise_sigma, rank_threshold and rank of a model whose basis, singular values, spectra_seen and total_variance
-// are final: the same formulas, in the same order, as IncrementalSvd::Update, so that a merged model is ranked
-// as a tracker with these options would rank it.
-void RankAsIncrementalSvd(const MergeOptions& options, PcaModel* model) {
-  const double d = static_cast<double>(model->mean.size());
-  const Eigen::Index k = model->basis.cols();
-  const int tracked = static_cast<int>(std::min<Eigen::Index>(options.rank, k));
-  const double residual_energy = std::max(0.0, model->total_variance - model->singular_values.squaredNorm());
-  model->noise_sigma =
-      NoiseSigmaFromResidual(residual_energy, d, model->spectra_seen, static_cast<double>(k));
-  model->rank_threshold = GavishDonohoThreshold(d, model->spectra_seen, model->noise_sigma);
-  model->rank = tracked;
-  if (options.auto_rank && model->noise_sigma > 0.0) {
-    model->rank = std::clamp(CountAbove(model->singular_values, model->rank_threshold),
-                             std::min(options.rank_min, tracked), tracked);
-  }
-}
-
 }  // namespace
 
 MergeOptions MergeOptions::From(const SubspaceOptions& subspace) {
@@ -120,12 +101,7 @@ PcaModel DecayModel(const PcaModel& model, double spectra_elapsed) {
   decayed.singular_values *= std::sqrt(decay);
   decayed.spectra_seen *= decay;
   decayed.total_variance *= decay;
-  const double d = static_cast<double>(model.mean.size());
-  const double k = static_cast<double>(model.basis.cols());
-  const double residual_energy =
-      std::max(0.0, decayed.total_variance - decayed.singular_values.squaredNorm());
-  decayed.noise_sigma = NoiseSigmaFromResidual(residual_energy, d, decayed.spectra_seen, k);
-  decayed.rank_threshold = GavishDonohoThreshold(d, decayed.spectra_seen, decayed.noise_sigma);
+  EstimateNoise(decayed);
   return decayed;
 }
 
@@ -142,7 +118,7 @@ PcaModel MergeModels(const PcaModel& a, const PcaModel& b, const MergeOptions& o
       merged.singular_values.conservativeResize(k_max);
     }
     merged.version = version;
-    RankAsIncrementalSvd(options, &merged);
+    EstimateNoiseAndRank(merged, options.rank, options.auto_rank, options.rank_min);
     return merged;
   }
 
@@ -186,7 +162,7 @@ PcaModel MergeModels(const PcaModel& a, const PcaModel& b, const MergeOptions& o
   merged.version = version;
   merged.effective_memory = a.effective_memory;
   merged.channel_scale = a.channel_scale;
-  RankAsIncrementalSvd(options, &merged);
+  EstimateNoiseAndRank(merged, options.rank, options.auto_rank, options.rank_min);
   return merged;
 }
 

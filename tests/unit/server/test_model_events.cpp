@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 
 #include "server/pipeline.hpp"
+#include "tests/unit/server/pipeline_fixture.hpp"
 
 #include <prometheus/registry.h>
 #include <spdlog/sinks/null_sink.h>
@@ -60,27 +61,10 @@ class Source {
   uint64_t next_index_ = 0;
 };
 
-struct Fixture {
-  ServiceOptions options;
-  prometheus::Registry registry;
-  ServiceMetrics metrics{registry};
-  OutputQueue out;
-  std::shared_ptr<spdlog::logger> log =
-      std::make_shared<spdlog::logger>("test", std::make_shared<spdlog::sinks::null_sink_mt>());
+struct Fixture : test::PipelineFixture {
   Fixture() {
     options.pca.rank = 4;
-    options.pca.oversample = 4;
-    options.pca.block = 16;
-    options.warmup_spectra = 64;
-    options.model_updates = ModelUpdates::kAll;
-    options.weighting = Weighting::kNone;
     options.max_frames_in_flight = 4096;
-  }
-  std::vector<OutMessage> Drain() {
-    std::vector<OutMessage> all;
-    OutMessage m;
-    while (out.PopFor(&m, std::chrono::milliseconds(0))) all.push_back(std::move(m));
-    return all;
   }
 };
 

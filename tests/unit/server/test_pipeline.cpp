@@ -2,6 +2,7 @@
 
 #include "operators/denoiser.hpp"
 #include "server/pipeline.hpp"
+#include "tests/unit/server/pipeline_fixture.hpp"
 
 #include <prometheus/registry.h>
 #include <spdlog/sinks/null_sink.h>
@@ -45,29 +46,9 @@ BatchPtr MakeFrame(uint64_t number, std::mt19937& rng) {
   return batch;
 }
 
-struct Fixture {
-  ServiceOptions options;
-  prometheus::Registry registry;
-  ServiceMetrics metrics{registry};
-  OutputQueue out;
-  std::shared_ptr<spdlog::logger> log =
-      std::make_shared<spdlog::logger>("test", std::make_shared<spdlog::sinks::null_sink_mt>());
-  Fixture() {
-    options.pca.rank = 3;
-    options.pca.oversample = 4;
-    options.pca.block = 16;
-    options.warmup_spectra = 64;
-    options.model_updates = ModelUpdates::kAll;
-    options.weighting = Weighting::kNone;  // these tests are about the graph; weighting has its own
-  }
-};
+using Fixture = test::PipelineFixture;
 
-std::vector<OutMessage> DrainQueue(OutputQueue& q) {
-  std::vector<OutMessage> all;
-  OutMessage m;
-  while (q.PopFor(&m, std::chrono::milliseconds(0))) all.push_back(std::move(m));
-  return all;
-}
+using test::DrainQueue;
 
 // Plays the publisher thread: takes messages off the queue as they come, so in-flight slots free up.
 class Collector {
