@@ -1,6 +1,7 @@
 #include "operators/incremental_svd.hpp"
 
 #include "operators/config_error.hpp"
+#include "operators/energy_shift.hpp"
 #include "operators/rank_selection.hpp"
 
 #include <Eigen/QR>
@@ -284,6 +285,42 @@ void IncrementalSvd::RescaleChannels(const Eigen::VectorXf& factor, const Eigen:
   const double residual = std::max(0.0, old.total_variance - old.singular_values.squaredNorm());
   const double harmonic_mean_f2 = static_cast<double>(channels_) / f.array().square().inverse().sum();
   next->total_variance = next->singular_values.squaredNorm() + residual * harmonic_mean_f2;
+  updates_since_qr_ = 0;  // the basis is freshly orthonormal
+  Finish(*next);
+  Publish(std::move(next));
+}
+
+void IncrementalSvd::ShiftChannels(double delta_channels) {
+  const PcaModel& old = *current_;
+  auto next = std::make_shared<PcaModel>(old);
+  next->version = old.version + 1;
+  if (channel_scale_.size() > 0) {
+    // A cubic can undershoot at a sharp step of the scale; never below the smallest scale there was (the
+    // weighting's floor lies below it, and PoissonWeighting::ShiftChannels clamps the same way).
+    const Eigen::VectorXd scale = channel_scale_.cast<double>();
+    channel_scale_ = ShiftByCubic(scale, delta_channels, ShiftEdge::kHold).cwiseMax(scale.minCoeff()).cast<float>();
+  }
+  next->channel_scale = channel_scale_;
+  mean_ = ShiftByCubic(mean_, delta_channels, ShiftEdge::kHold);
+  next->mean = mean_.cast<float>();
+  const Eigen::Index k = old.basis.cols();
+  if (k > 0) {
+    // shift(U·diag(s)) = Q R, R = Ũ S̃ Ṽᵀ  ⇒  shift(U·diag(s)) = (Q Ũ) S̃ Ṽᵀ.
+    Eigen::MatrixXd shifted(channels_, k);
+    for (Eigen::Index i = 0; i < k; ++i) {
+      const Eigen::VectorXd column = old.basis.col(i).cast<double>() * old.singular_values(i);
+      shifted.col(i) = ShiftByCubic(column, delta_channels, ShiftEdge::kZero);
+    }
+    Eigen::HouseholderQR<Eigen::MatrixXd> qr(shifted);
+    const Eigen::MatrixXd r = qr.matrixQR().topRows(k).triangularView<Eigen::Upper>();
+    Eigen::JacobiSVD<Eigen::MatrixXd> svd(r, Eigen::ComputeFullU);
+    Eigen::MatrixXd q = Eigen::MatrixXd::Identity(channels_, k);
+    q.applyOnTheLeft(qr.householderQ());
+    next->basis = (q * svd.matrixU()).cast<float>();
+    next->singular_values = svd.singularValues();
+  }
+  const double residual = std::max(0.0, old.total_variance - old.singular_values.squaredNorm());
+  next->total_variance = next->singular_values.squaredNorm() + residual;
   updates_since_qr_ = 0;  // the basis is freshly orthonormal
   Finish(*next);
   Publish(std::move(next));

@@ -99,6 +99,14 @@ class IncrementalSvd {
   /// scaled by the harmonic mean of f² (exact when the new scale makes that residual uniform across channels,
   /// which is what a right b does to noise). Publishes a new version. Same thread as Add.
   void RescaleChannels(const Eigen::VectorXf& factor, const Eigen::VectorXf& new_channel_scale);
+  /// Re-expresses everything learnt on an energy axis shifted by delta_channels (features that were at channel
+  /// j are at j + delta; DOMAIN.md section 7, "shift the model, not the counts"): v'(j) = v(j − delta) by cubic
+  /// interpolation (ShiftByCubic, energy_shift.hpp) of the mean and the channel scale (beyond the ends: the edge
+  /// value) and of basis · diag(s) (beyond the ends: zero), then a thin QR and a k x k SVD as RescaleChannels.
+  /// The untracked energy, known only as a total, is kept. Buffered spectra are not moved: they are counts
+  /// measured on the axis as it is, already drifted (interpolating counts would break their statistics).
+  /// Publishes a new version. Same thread as Add.
+  void ShiftChannels(double delta_channels);
 
   /// Latest snapshot (cheap: copies a pointer replaced after each update, under a short lock). Never null.
   std::shared_ptr<const PcaModel> Model() const;

@@ -1,6 +1,7 @@
 #include "operators/poisson_weighting.hpp"
 
 #include "operators/config_error.hpp"
+#include "operators/energy_shift.hpp"
 
 #include <algorithm>
 #include <stdexcept>
@@ -66,6 +67,14 @@ Eigen::VectorXf PoissonWeighting::Refresh() {
   Eigen::VectorXf factor = channel_scale_.cwiseQuotient(next);
   channel_scale_ = std::move(next);
   return factor;
+}
+
+void PoissonWeighting::ShiftChannels(double delta_channels) {
+  channel_sums_ = ShiftByCubic(channel_sums_, delta_channels, ShiftEdge::kHold).cwiseMax(0.0);
+  if (frozen_) {
+    const Eigen::VectorXd scale = channel_scale_.cast<double>();
+    channel_scale_ = ShiftByCubic(scale, delta_channels, ShiftEdge::kHold).cwiseMax(scale.minCoeff()).cast<float>();
+  }
 }
 
 Eigen::VectorXf ColumnSum(const Eigen::Ref<const Eigen::MatrixXf>& spectra) {

@@ -57,6 +57,12 @@ class PoissonWeighting {
   /// Once frozen: b from the accumulated sums (floored as at calibration) becomes the scale. Returns
   /// old scale / new scale per channel, the factor that re-expresses data weighted with the old scale.
   Eigen::VectorXf Refresh();
+  /// The energy axis moved by delta_channels (features at j now at j + delta): the channel sums (the mean shape
+  /// accumulated so far, calibrating or not) and, once frozen, the scale follow, v'(j) = v(j − delta) by cubic
+  /// interpolation, the edge value held beyond the ends (ShiftByCubic, energy_shift.hpp). The sums stay >= 0 and
+  /// the scale >= its smallest value before (a cubic can undershoot at a sharp step), exactly as
+  /// IncrementalSvd::ShiftChannels shifts the model's copy, so the two stay equal.
+  void ShiftChannels(double delta_channels);
   /// Takes over a frozen scale: sqrt(b), D finite positive entries, e.g. a restored model's channel_scale
   /// (std::invalid_argument otherwise). The channel sums restart empty: a later Refresh() takes b from the
   /// spectra accumulated after this call only. Defined in model_restore.cpp.

@@ -46,6 +46,11 @@ void StreamingModel::Flush() {
   svd_.Flush();
 }
 
+void StreamingModel::ShiftChannels(double delta_channels) {
+  if (weighting_options_.enabled) weighting_.ShiftChannels(delta_channels);
+  svd_.ShiftChannels(delta_channels);
+}
+
 void StreamingModel::StartLearning() {
   svd_.SetChannelScale(weighting_.channel_scale());
   const double refresh = weighting_options_.refresh_spectra;

@@ -32,6 +32,13 @@ class StreamingModel {
   /// Forgets the model and the calibration.
   void Reset();
 
+  /// The energy axis moved by delta_channels (EnergyShiftTracker): the learnt model (mean, basis, channel
+  /// scale) and the weighting (scale and the sums its refreshes use) are re-expressed on the shifted axis, so
+  /// spectra measured from now on match them (IncrementalSvd::ShiftChannels, PoissonWeighting::ShiftChannels).
+  /// Spectra already taken (kept for calibration, buffered in the SVD) are counts and are not moved. Publishes
+  /// a new model version.
+  void ShiftChannels(double delta_channels);
+
   std::shared_ptr<const PcaModel> Model() const { return svd_.Model(); }
   int channels() const { return svd_.channels(); }
   bool calibrating() const { return weighting_options_.enabled && !weighting_.frozen(); }

@@ -118,8 +118,12 @@ Sample
   --seed N                 random seed; same arguments + seed = byte-identical payloads [1]
 
 Drift and dose
-  --energy-drift CH        total energy-axis shift over the run in channels, linear in
-                           time (quantised to 1/16 channel)                            [0]
+  --energy-drift CH        total energy-axis shift in channels, reached linearly over
+                           the ramp (quantised to 1/16 channel)                        [0]
+  --energy-drift-start N   spectrum index (raster order across passes) where the
+                           drift begins; earlier spectra are unshifted                  [0]
+  --energy-drift-ramp N    spectra over which the shift grows to the total; 0 = a
+                           step at the start                     [to the end of the run]
   --critical-dose DC       beam damage: S(D) = Sinf + (S0 - Sinf) exp(-D/DC), D the
                            dose a position has received, e-/A^2; absent or 0 = off     [off]
   --beam-current-pA I      beam current in pA                                           [50]
@@ -213,6 +217,9 @@ SimOptions ParseSimArgs(std::span<const std::string> args) {
          o.energy_drift_channels = ParseDouble(n, v);
          if (std::fabs(o.energy_drift_channels) > 4096.0) throw ConfigError(n + ": |drift| must be <= 4096 channels");
        }},
+      {"--energy-drift-start", [&](auto& n, auto& v) { o.energy_drift_start_spectrum = ParseUnsigned(n, v); }},
+      {"--energy-drift-ramp",
+       [&](auto& n, auto& v) { o.energy_drift_ramp_spectra = static_cast<int64_t>(ParseRange(n, v, 0, 1ull << 62)); }},
       {"--critical-dose", [&](auto& n, auto& v) { o.critical_dose_e_per_A2 = ParseNonNegative(n, v); }},
       {"--beam-current-pA", [&](auto& n, auto& v) { o.beam_current_pA = ParseNonNegative(n, v); }},
       {"--dwell-us", [&](auto& n, auto& v) { o.dwell_us = ParsePositive(n, v); }},
@@ -285,6 +292,8 @@ std::vector<std::pair<std::string, std::string>> ResolvedArguments(const SimOpti
       {"grow_phase", b(o.grow_phase)},
       {"seed", std::to_string(o.seed)},
       {"energy_drift", Fmt(o.energy_drift_channels)},
+      {"energy_drift_start", std::to_string(o.energy_drift_start_spectrum)},
+      {"energy_drift_ramp", o.energy_drift_ramp_spectra < 0 ? "end" : std::to_string(o.energy_drift_ramp_spectra)},
       {"critical_dose", Fmt(o.critical_dose_e_per_A2)},
       {"beam_current_pA", Fmt(o.beam_current_pA)},
       {"dwell_us", Fmt(o.DwellUs())},

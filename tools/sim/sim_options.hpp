@@ -42,7 +42,9 @@ struct SimOptions {
   std::string series_id;               ///< empty: "sim-<modality>-<seed>"
   double start_delay_s = 0.5;
   bool send_series_start = true;
-  double energy_drift_channels = 0.0;  ///< total energy-axis shift over the run, linear in time
+  double energy_drift_channels = 0.0;  ///< total energy-axis shift, reached linearly over the ramp
+  uint64_t energy_drift_start_spectrum = 0;  ///< spectrum index (across passes) where the drift begins
+  int64_t energy_drift_ramp_spectra = -1;    ///< spectra to reach the total; -1 = the end of the run, 0 = a step
   bool grow_phase = false;
   double critical_dose_e_per_A2 = 0.0; ///< 0 = no beam damage
   double beam_current_pA = 50.0;

@@ -100,6 +100,16 @@ Simulator::Simulator(const SimOptions& options)
     throw ConfigError(e.what());
   }
 
+  const uint64_t drift_start = options_.energy_drift_start_spectrum;
+  if (options_.energy_drift_channels != 0.0 && drift_start > 0 && drift_start >= total_spectra_) {
+    throw ConfigError("--energy-drift-start: " + std::to_string(drift_start) + " is beyond the run's " +
+                      std::to_string(total_spectra_) + " spectra");
+  }
+  if (options_.energy_drift_ramp_spectra >= 0) {
+    drift_ramp_spectra_ = options_.energy_drift_ramp_spectra;
+  } else if (total_spectra_ > drift_start + 1) {
+    drift_ramp_spectra_ = static_cast<int64_t>(total_spectra_ - 1 - drift_start);
+  }
   const int64_t total_level = std::llround(kShiftSubdivisions * options_.energy_drift_channels);
   level_min_ = std::min<int64_t>(0, total_level);
   level_max_ = std::max<int64_t>(0, total_level);
@@ -186,8 +196,12 @@ size_t Simulator::BytesPerSample() const {
 }
 
 int64_t Simulator::ShiftLevel(uint64_t i) const {
-  if (options_.energy_drift_channels == 0.0 || total_spectra_ < 2) return 0;
-  const double t = static_cast<double>(i) / static_cast<double>(total_spectra_ - 1);
+  if (options_.energy_drift_channels == 0.0 || drift_ramp_spectra_ < 0) return 0;
+  const uint64_t start = options_.energy_drift_start_spectrum;
+  if (i < start) return 0;
+  const double t = drift_ramp_spectra_ == 0
+                       ? 1.0
+                       : std::min(1.0, static_cast<double>(i - start) / static_cast<double>(drift_ramp_spectra_));
   return std::llround(kShiftSubdivisions * options_.energy_drift_channels * t);
 }
 

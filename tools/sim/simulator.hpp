@@ -80,9 +80,12 @@ class Simulator {
   size_t BytesPerSample() const;
   size_t PayloadBytes(uint32_t spectra) const { return size_t{spectra} * options_.channels * BytesPerSample(); }
 
-  /// Drift: the shift of spectrum i in 1/kShiftSubdivisions channels,
-  /// round(kShiftSubdivisions · drift · i/(N−1)); features appear at channel j + shift.
+  /// Drift: the shift of spectrum i in 1/kShiftSubdivisions channels: 0 before the start s, then
+  /// round(kShiftSubdivisions · drift · min(1, (i − s)/ramp)) (ramp 0: the whole drift from s on); features
+  /// appear at channel j + shift. The default ramp ends at the last spectrum, N − 1 − s (none left: no drift).
   int64_t ShiftLevel(uint64_t spectrum_index) const;
+  /// The ramp in spectra as resolved from the options (-1: the drift never applies within the run).
+  int64_t DriftRampSpectra() const { return drift_ramp_spectra_; }
   double ShiftChannels(uint64_t spectrum_index) const { return static_cast<double>(ShiftLevel(spectrum_index)) / kShiftSubdivisions; }
   /// (first spectrum index, shift in channels) at every change of the quantised shift.
   std::vector<std::pair<uint64_t, double>> DriftChangePoints() const;
@@ -123,6 +126,7 @@ class Simulator {
   uint64_t total_spectra_ = 0;
   uint64_t frame_count_ = 0;
   int64_t level_min_ = 0, level_max_ = 0;
+  int64_t drift_ramp_spectra_ = -1;
   double dose_per_spectrum_ = 0.0;
   std::vector<float> noise_table_;
   std::vector<int32_t> rounded_noise_table_;  ///< floor(σ·z + ½) of noise_table_

@@ -184,9 +184,13 @@ void WriteTruthJson(const Simulator& sim, const std::vector<std::string>& comman
   j.Key("drift").BeginObject();
   j.Key("total_channels").Number(o.energy_drift_channels);
   j.Key("quantum_channels").Number(1.0 / Simulator::kShiftSubdivisions);
+  j.Key("start_spectrum").Integer(static_cast<int64_t>(o.energy_drift_start_spectrum));
+  j.Key("ramp_spectra").Integer(sim.DriftRampSpectra());
   j.Key("rule").String(
-      "spectrum i shows its features shifted by shift(i) = round(16*total*i/(spectra-1))/16 channels (positive: to "
-      "higher channels), i.e. linear in acquisition time; the energy axis in the headers is not corrected");
+      "spectrum i shows its features shifted by shift(i) = 0 for i < start_spectrum, else "
+      "round(16*total*min(1, (i-start_spectrum)/ramp_spectra))/16 channels (ramp_spectra 0: the whole total, a step; "
+      "-1: no drift within the run; positive: to higher channels), i.e. linear in acquisition time over the ramp; "
+      "the energy axis in the headers is not corrected");
   j.Key("change_points").BeginArray();
   for (const auto& [i, s] : sim.DriftChangePoints()) j.BeginArray().Integer(static_cast<int64_t>(i)).Number(s).EndArray();
   j.EndArray();

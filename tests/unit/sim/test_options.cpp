@@ -19,7 +19,8 @@ TEST_CASE("A full command line parses") {
                               "--rate=0", "--endpoint", ">tcp://127.0.0.1:5555", "--phases", "2", "--counts", "5e4",
                               "--inclusion", "0.002", "--seed", "42", "--truth", "/tmp/t.json", "--frame-spectra", "1",
                               "--socket", "push", "--payload", "float32", "--readout-noise", "2.5", "--series-id", "run7",
-                              "--start-delay-s", "0", "--no-series-start", "--energy-drift", "-1.5", "--grow-phase",
+                              "--start-delay-s", "0", "--no-series-start", "--energy-drift", "-1.5",
+                              "--energy-drift-start", "1000", "--energy-drift-ramp=0", "--grow-phase",
                               "--critical-dose", "1e4", "--beam-current-pA", "30", "--dwell-us", "100", "--pixel-A", "0.5",
                               "--threads", "2", "--queue-frames", "64", "--pregenerate", "--hwm", "5000",
                               "--energy-offset", "200", "--dispersion", "1.5"});
@@ -43,6 +44,8 @@ TEST_CASE("A full command line parses") {
   CHECK(o.start_delay_s == 0.0);
   CHECK_FALSE(o.send_series_start);
   CHECK(o.energy_drift_channels == -1.5);
+  CHECK(o.energy_drift_start_spectrum == 1000);
+  CHECK(o.energy_drift_ramp_spectra == 0);
   CHECK(o.grow_phase);
   CHECK(o.critical_dose_e_per_A2 == 1e4);
   CHECK(o.beam_current_pA == 30.0);
@@ -63,6 +66,8 @@ TEST_CASE("Defaults that depend on other options") {
   CHECK(o.SeriesId() == "sim-eels-1");
   CHECK(o.send_series_start);
   CHECK(o.start_delay_s == 0.5);
+  CHECK(o.energy_drift_start_spectrum == 0);
+  CHECK(o.energy_drift_ramp_spectra == -1);  // to the end of the run
   o = Parse({"--modality", "eds", "--endpoint", "tcp://127.0.0.1:5555", "--rate", "0"});
   CHECK(o.DwellUs() == 10.0);
   bool found = false;
@@ -114,6 +119,7 @@ TEST_CASE("--help needs nothing else and the usage text documents every option")
   for (const char* opt : {"--modality", "--channels", "--scan", "--passes", "--rate", "--endpoint", "--phases",
                           "--counts", "--inclusion", "--seed", "--truth", "--frame-spectra", "--socket", "--payload",
                           "--readout-noise", "--series-id", "--start-delay-s", "--no-series-start", "--energy-drift",
+                          "--energy-drift-start", "--energy-drift-ramp",
                           "--grow-phase", "--critical-dose", "--beam-current-pA", "--dwell-us", "--pixel-A",
                           "--energy-offset", "--dispersion", "--threads", "--queue-frames", "--pregenerate", "--hwm"}) {
     CAPTURE(opt);

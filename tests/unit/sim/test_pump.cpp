@@ -276,4 +276,7 @@ TEST_CASE("Truth file: valid JSON whose contents match the simulator") {
   CHECK(t["dose"]["accumulated_dose_e_per_A2"].arr[0].num == doctest::Approx(2.0 * sim.DosePerSpectrum()));
   CHECK(t["damage"]["intact_weight_per_pass"].arr[1].num == doctest::Approx(sim.IntactWeight(1)));
   CHECK(t["drift"]["change_points"].arr.back().arr[1].num == sim.ShiftChannels(sim.SpectrumCount() - 1));
+  CHECK(t["drift"]["start_spectrum"].num == 0);
+  CHECK(t["drift"]["ramp_spectra"].num == static_cast<double>(sim.SpectrumCount() - 1));
+  CHECK(t["arguments"]["energy_drift_ramp"].str == "end");
 }

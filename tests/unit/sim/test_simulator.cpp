@@ -145,6 +145,58 @@ TEST_CASE("Energy drift shifts the spectrum by the requested channels, linearly 
   CHECK(cp.size() == static_cast<size_t>(std::round(3.3 * 16)) + 1);
 }
 
+TEST_CASE("Energy drift start and ramp: a step lands at its spectrum, a ramp reaches the total at its end") {
+  SimOptions o = Small(Modality::kEds);  // 12x5 scan, 3 passes: 180 spectra
+  o.energy_drift_channels = 2.0;          // whole channels: the shifted spectrum is exactly the old one moved
+  o.energy_drift_start_spectrum = 77;
+  o.energy_drift_ramp_spectra = 0;
+  Simulator step(o);
+  CHECK(step.DriftRampSpectra() == 0);
+  CHECK(step.ShiftChannels(0) == 0.0);
+  CHECK(step.ShiftChannels(76) == 0.0);
+  CHECK(step.ShiftChannels(77) == 2.0);
+  CHECK(step.ShiftChannels(step.SpectrumCount() - 1) == 2.0);
+  const auto cp = step.DriftChangePoints();
+  REQUIRE(cp.size() == 2);
+  CHECK(cp[1].first == 77);
+  CHECK(cp[1].second == 2.0);
+  // The expected spectra themselves: 76 is the undrifted one, 77 the same scene moved by 2 channels (spectra
+  // 76 and 77 are different pixels, so compare each with its own undrifted expectation).
+  SimOptions still = o;
+  still.energy_drift_channels = 0.0;
+  Simulator ref(still);
+  const auto before = step.ExpectedSpectrum(76), before_ref = ref.ExpectedSpectrum(76);
+  for (int j = 0; j < o.channels; ++j) REQUIRE(before[j] == doctest::Approx(before_ref[j]).epsilon(1e-12));
+  const auto after = step.ExpectedSpectrum(77), after_ref = ref.ExpectedSpectrum(77);
+  double moved = 0.0;
+  for (int j = 2; j < o.channels; ++j) {
+    REQUIRE(after[j] == doctest::Approx(after_ref[j - 2]).epsilon(1e-9));
+    moved += std::fabs(after[j] - after_ref[j]);
+  }
+  CHECK(moved > 1.0);  // the shift is visible: not the undrifted spectrum
+
+  // A ramp of 40 spectra from 50: linear in between, the total from 90 on.
+  o.energy_drift_start_spectrum = 50;
+  o.energy_drift_ramp_spectra = 40;
+  Simulator ramp(o);
+  CHECK(ramp.ShiftChannels(50) == 0.0);
+  CHECK(ramp.ShiftChannels(70) == 1.0);
+  CHECK(ramp.ShiftChannels(60) == std::round(16.0 * 2.0 * 10 / 40) / 16);
+  CHECK(ramp.ShiftChannels(89) == std::round(16.0 * 2.0 * 39 / 40) / 16);
+  CHECK(ramp.ShiftChannels(90) == 2.0);
+  CHECK(ramp.ShiftChannels(179) == 2.0);
+  // The default ramp ends at the last spectrum, from the start on.
+  o.energy_drift_ramp_spectra = -1;
+  Simulator to_end(o);
+  CHECK(to_end.DriftRampSpectra() == 129);
+  CHECK(to_end.ShiftChannels(50) == 0.0);
+  CHECK(to_end.ShiftChannels(179) == 2.0);
+  CHECK(to_end.ShiftChannels(114) == std::round(16.0 * 2.0 * 64 / 129) / 16);
+  // A start beyond the run is a configuration error naming the option.
+  o.energy_drift_start_spectrum = 180;
+  CHECK_THROWS_WITH_AS(Simulator{o}, doctest::Contains("--energy-drift-start"), sim::ConfigError);
+}
+
 TEST_CASE("Beam damage: the expected spectrum follows S_inf + (S0 - S_inf) * <exp(-D/Dc)> over each dwell") {
   SimOptions o = Small(Modality::kEels);
   o.scan_width = 1;
