@@ -25,7 +25,8 @@
 /// straddle the step and hold a mixture of both levels); with confirm_blocks 1 it is that block.
 ///
 /// Correction: when the caller has shifted the model by Δ (StreamingModel::ShiftChannels), ApplyCorrection(Δ)
-/// makes later estimates relative to the corrected model: δ is then fitted against the reference moved by the
+/// makes later estimates relative to the corrected model. On an event the natural Δ is the new level relative
+/// to the corrected model, event.shift_channels − corrections_channels() (the baseline is then 0 again): δ is then fitted against the reference moved by the
 /// corrections so far (kept unshifted and offset in the fit, so the reference is never re-interpolated), and
 /// the baseline moves by −Δ. total_shift_channels() = corrections + current estimate.
 ///

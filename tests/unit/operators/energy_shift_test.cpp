@@ -146,7 +146,9 @@ TEST_CASE("EnergyShiftTracker: a 0.5-channel step is detected, once, within 2000
       }
       if (auto event = tracker.Add(Poisson(mean, gen), 64)) {
         events.push_back(*event);
-        tracker.ApplyCorrection(event->magnitude_channels);  // the caller shifts the model by the change
+        // The caller shifts the model to the new level, and tells the tracker.
+        tracker.ApplyCorrection(event->shift_channels - tracker.corrections_channels());
+        CHECK(tracker.baseline_channels() == doctest::Approx(0.0).epsilon(1e-12));
       }
     }
     REQUIRE(events.size() == 2);
