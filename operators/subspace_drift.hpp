@@ -47,8 +47,9 @@ struct SubspaceDriftEvent {
 /// becomes the current basis (its first r columns), so one change gives one event. A check below the
 /// threshold breaks the run. Before SetReference (and after Reset) Check does nothing.
 /// A checked basis with fewer than r columns is compared on the columns it has, the missing directions counting
-/// as 90° (a smaller subspace cannot hold the reference). Bases must have the reference's row count
-/// (std::invalid_argument otherwise: a caller bug; a new channel count is a new series, call Reset).
+/// as 90° (a smaller subspace cannot hold the reference); an event then shrinks the reference to those columns.
+/// Bases must have the reference's row count (std::invalid_argument otherwise: a caller bug; a new channel count
+/// is a new series, call Reset).
 /// Memory: the reference, D x r doubles.
 class SubspaceDriftTracker {
  public:
