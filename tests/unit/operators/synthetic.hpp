@@ -3,6 +3,7 @@
 /// generator, and the reference computations (in double) the streaming results are compared with.
 
 #include "operators/incremental_svd.hpp"
+#include "operators/subspace_drift.hpp"
 
 #include <Eigen/Dense>
 
@@ -18,16 +19,14 @@ inline Eigen::MatrixXd RandomOrthonormal(int d, int k, std::mt19937_64& gen) {
   return Eigen::HouseholderQR<Eigen::MatrixXd>(g).householderQ() * Eigen::MatrixXd::Identity(d, k);
 }
 
-/// Largest principal angle between span(a) and span(b), degrees; a and b have the same number of columns.
-/// Uses sin θ_max = ||(I − Q_a Q_aᵀ) Q_b||₂, accurate for small angles (acos of cosines is not).
+/// Largest principal angle between span(a) and span(b), degrees; a and b have the same number of columns and need
+/// not be orthonormal (they are orthonormalised first). PrincipalAnglesDeg takes small angles from their sines.
 inline double LargestPrincipalAngleDeg(const Eigen::MatrixXd& a, const Eigen::MatrixXd& b) {
   const Eigen::MatrixXd qa = Eigen::HouseholderQR<Eigen::MatrixXd>(a).householderQ() *
                              Eigen::MatrixXd::Identity(a.rows(), a.cols());
   const Eigen::MatrixXd qb = Eigen::HouseholderQR<Eigen::MatrixXd>(b).householderQ() *
                              Eigen::MatrixXd::Identity(b.rows(), b.cols());
-  const Eigen::MatrixXd outside = qb - qa * (qa.transpose() * qb);
-  const double sine = Eigen::JacobiSVD<Eigen::MatrixXd>(outside).singularValues()(0);
-  return std::asin(std::min(sine, 1.0)) * 180.0 / M_PI;
+  return PrincipalAnglesDeg(qa, qb).maxCoeff();
 }
 
 /// x = mean + basis · diag(stddev) · z + noise · e, z and e standard normal.

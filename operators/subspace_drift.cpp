@@ -1,0 +1,120 @@
+#include "operators/subspace_drift.hpp"
+
+#include "operators/config_error.hpp"
+
+#include <Eigen/SVD>
+
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+namespace specwatch {
+namespace {
+
+template <typename T>
+[[noreturn]] void Fail(const std::string& field, const std::string& requirement, T got) {
+  std::ostringstream message;
+  message << "drift.subspace." << field << " must be " << requirement << ", got " << got;
+  throw ConfigError(message.str());
+}
+
+constexpr double kDegPerRad = 180.0 / M_PI;
+
+}  // namespace
+
+Eigen::VectorXd PrincipalAnglesDeg(const Eigen::Ref<const Eigen::MatrixXd>& a,
+                                   const Eigen::Ref<const Eigen::MatrixXd>& b) {
+  if (a.rows() != b.rows()) {
+    throw std::invalid_argument("PrincipalAnglesDeg: bases of " + std::to_string(a.rows()) + " and " +
+                                std::to_string(b.rows()) + " rows");
+  }
+  // The sines need the projection of the smaller basis off the larger one; the angles are symmetric.
+  const bool swap = a.cols() < b.cols();
+  const Eigen::Ref<const Eigen::MatrixXd>& big = swap ? b : a;
+  const Eigen::Ref<const Eigen::MatrixXd>& small = swap ? a : b;
+  const Eigen::Index q = small.cols();
+  Eigen::VectorXd angles(q);
+  if (q == 0) return angles;
+
+  const Eigen::MatrixXd cross = big.transpose() * small;  // k_big x q
+  const Eigen::VectorXd cosines = Eigen::JacobiSVD<Eigen::MatrixXd>(cross).singularValues();  // descending
+  const Eigen::MatrixXd outside = small - big * cross;
+  const Eigen::VectorXd sines = Eigen::JacobiSVD<Eigen::MatrixXd>(outside).singularValues();  // descending
+  for (Eigen::Index i = 0; i < q; ++i) {
+    const double c = std::clamp(cosines(i), 0.0, 1.0);
+    // sines(q-1-i) belongs to the i-th smallest angle. A tall `outside` of D < q rows (only when q > D, i.e. not
+    // a basis) has fewer singular values: fall back on the cosine.
+    const Eigen::Index j = q - 1 - i;
+    if (c * c >= 0.5 && j < sines.size()) {
+      angles(i) = std::asin(std::clamp(sines(j), 0.0, 1.0)) * kDegPerRad;
+    } else {
+      angles(i) = std::acos(c) * kDegPerRad;
+    }
+  }
+  return angles;
+}
+
+void SubspaceDriftOptions::Validate() const {
+  if (!(threshold_deg > 0.0 && threshold_deg < 90.0)) Fail("threshold_deg", "in (0, 90)", threshold_deg);
+  if (confirm_checks < 1) Fail("confirm_checks", ">= 1", confirm_checks);
+}
+
+SubspaceDriftTracker::SubspaceDriftTracker(SubspaceDriftOptions options) : options_(options) { options_.Validate(); }
+
+void SubspaceDriftTracker::SetReference(const Eigen::Ref<const Eigen::MatrixXf>& basis, int r) {
+  if (r < 1 || r > basis.cols()) {
+    throw std::invalid_argument("SubspaceDriftTracker::SetReference: rank " + std::to_string(r) + " of a basis of " +
+                                std::to_string(basis.cols()) + " columns");
+  }
+  reference_ = basis.leftCols(r).cast<double>();
+  pending_ = 0;
+}
+
+std::optional<SubspaceDriftEvent> SubspaceDriftTracker::Check(const Eigen::Ref<const Eigen::MatrixXf>& current,
+                                                              uint64_t spectra_index) {
+  if (!has_reference()) return std::nullopt;
+  if (current.rows() != reference_.rows()) {
+    throw std::invalid_argument("SubspaceDriftTracker::Check: basis of " + std::to_string(current.rows()) +
+                                " rows, reference of " + std::to_string(reference_.rows()));
+  }
+  const Eigen::Index r = reference_.cols();
+  const Eigen::Index used = std::min(r, current.cols());
+  const Eigen::MatrixXd now = current.leftCols(used).cast<double>();
+  const Eigen::VectorXd found = PrincipalAnglesDeg(reference_, now);
+  std::vector<double> angles(found.data(), found.data() + found.size());
+  angles.resize(static_cast<size_t>(r), 90.0);
+  last_max_angle_deg_ = angles.back();
+
+  if (!(last_max_angle_deg_ > options_.threshold_deg)) {
+    pending_ = 0;
+    return std::nullopt;
+  }
+  if (pending_ == 0) pending_onset_ = spectra_index;
+  if (++pending_ < options_.confirm_checks) return std::nullopt;
+
+  SubspaceDriftEvent event;
+  event.max_angle_deg = last_max_angle_deg_;
+  event.angles_deg = std::move(angles);
+  event.reference_rank = static_cast<int>(r);
+  event.onset_spectra = pending_onset_;
+  event.detected_spectra = spectra_index;
+  // The new regime is the reference from now on. With fewer columns than the reference rank the reference
+  // shrinks to what the model has (it cannot be padded with directions the model does not know).
+  if (used > 0) {
+    reference_ = now;
+  } else {
+    reference_.resize(0, 0);
+  }
+  pending_ = 0;
+  return event;
+}
+
+void SubspaceDriftTracker::Reset() {
+  reference_.resize(0, 0);
+  pending_ = 0;
+  last_max_angle_deg_ = 0;
+}
+
+}  // namespace specwatch
