@@ -14,7 +14,8 @@ namespace {
 constexpr double kMinShape = -0.5;
 // |γ| below this is the exponential limit (σ/γ (r^−γ − 1) → −σ ln r), computed as such to avoid 0/0.
 constexpr double kExponentialShape = 1e-9;
-constexpr int kTrimRounds = 3;
+constexpr int kTrimRounds = 8;
+constexpr size_t kMaxLeaveOut = 20;
 
 [[noreturn]] void Fail(std::string_view prefix, std::string_view field, std::string_view rule, double got) {
   std::ostringstream message;
@@ -225,7 +226,8 @@ TailFit FitTailThreshold(std::span<const double> samples, double alpha, const Ta
     fit.failure = fit.ok ? "" : "threshold not finite";
   };
   // The fewest top samples (at most `limit`) whose removal leaves every remaining top sample plausible: the j-th
-  // largest of the rest is implausible when P(Poisson(n · S(x)) >= j) < trim_p_value. S is the fit's tail with the
+  // largest of the rest is implausible when P(Poisson(n · S(x)) >= j) < trim_p_value / 10 (stricter than the
+  // leave-k-out test below: this fit, with many samples censored, is the coarser one). S is the fit's tail with the
   // shape raised to at least 0 plus one standard error (≈ (1 + γ)/sqrt(N_t)): a bounded or light fitted tail must
   // not make the sample's own extremes look impossible; what is trimmed must be improbable even under that.
   const auto outliers = [&](size_t limit) {
@@ -236,26 +238,38 @@ TailFit FitTailThreshold(std::span<const double> samples, double alpha, const Ta
       bool plausible = true;
       for (size_t j = 1; j + k <= limit && j + k <= kept && plausible; ++j) {
         const double lambda = n * Survival(test, x[kept - k - j], n);
-        plausible = PoissonAtLeast(static_cast<int>(j), lambda) >= options.trim_p_value;
+        plausible = PoissonAtLeast(static_cast<int>(j), lambda) >= options.trim_p_value / 10.0;
       }
       if (plausible) return k;
     }
     return limit;
   };
 
-  // First fit robust to the contamination: the top max_trim samples censored (only their number counts).
-  fit_kept(max_trim);
-  if (!fit.ok || max_trim == 0) {
-    if (fit.ok) fit_kept(0);
-    return fit;
-  }
-  for (int round = 0; round < kTrimRounds; ++round) {
-    const size_t trim = outliers(max_trim - (x.size() - kept));
-    if (round > 0 && trim == 0) break;
+  // Fits robust to the contamination: the top samples that may still be anomalies censored (only their number
+  // counts). Each round trims what that fit finds implausible; fewer anomalies left, fewer censored, a sharper fit.
+  for (int round = 0; round < kTrimRounds && max_trim > 0; ++round) {
+    const size_t left = max_trim - (x.size() - kept);
+    fit_kept(left);
+    if (!fit.ok) return fit;
+    const size_t trim = outliers(left);
+    if (trim == 0) break;
     kept -= trim;
-    fit_kept(0);
-    if (!fit.ok) break;
   }
+  // The censored rounds can leave an anomaly or two just above the genuine maximum, and one such sample is
+  // enough to make the uncensored MLE's tail heavy. So, leave-k-out: for k = 1 .. kMaxLeaveOut, fit with the top k
+  // censored (a small k costs the fit little) and trim the largest k whose k-th largest sample is implausible.
+  {
+    const size_t budget = std::min(kMaxLeaveOut, max_trim - (x.size() - kept));
+    size_t trim = 0;
+    for (size_t k = 1; k <= budget; ++k) {
+      fit_kept(k);
+      if (!fit.ok) break;
+      const double n = static_cast<double>(kept);
+      if (PoissonAtLeast(static_cast<int>(k), n * Survival(fit, x[kept - k], n)) < options.trim_p_value) trim = k;
+    }
+    kept -= trim;
+  }
+  fit_kept(0);
   return fit;
 }
 

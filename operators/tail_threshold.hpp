@@ -16,11 +16,18 @@
 ///
 /// Contamination: a calibration window may hold up to max_trim_fraction genuine anomalies, far in the tail (a rare
 /// phase on 0.2 % of the pixels). Fitted as they are, they make the tail look heavy and inflate the threshold
-/// many-fold. So the first fit treats the top 2 · max_trim_fraction of the samples as right-censored (only their
-/// number enters, not their values, which the anomalies cannot then inflate); a top sample whose rank the fit
-/// finds improbable (P(at least j of n samples above the j-th largest) < trim_p_value under the fit) is trimmed
-/// together with every larger one; the rest is refitted uncensored, and the check repeated on that fit (at most
-/// three rounds, at most max_trim_fraction trimmed in all). Trimmed samples leave the sample: n counts the rest.
+/// many-fold; a single one left in is enough. Trimming, in two steps (trimmed samples leave the sample: n counts
+/// the rest; at most max_trim_fraction of the samples are trimmed in all):
+/// 1. rounds of a robust fit, with the top max_trim_fraction of the samples (less what is already trimmed)
+///    right-censored: only their number enters, not their values. Under that fit, with the shape raised to
+///    >= 0 plus one standard error (a light or bounded fitted tail must not make the sample's own extremes look
+///    impossible), the fewest top samples are trimmed whose removal leaves each remaining j-th largest plausible:
+///    P(Poisson(n · S(x_(j))) >= j) >= trim_p_value / 10. Repeated until nothing more is trimmed.
+/// 2. leave-k-out for k = 1 .. 20: fit with the top k censored; the largest k whose k-th largest sample is
+///    implausible (P < trim_p_value) under that fit is trimmed. This catches the one or two anomalies just above
+///    the genuine maximum that step 1's coarser fit lets through.
+/// The final fit is uncensored, on what is left. Censoring many samples costs the fit its precision (the shape is
+/// read from the far tail), which is why the final fit does not keep them censored.
 ///
 /// Concurrency: FitTailThreshold is a pure function; TailFit is a value.
 
@@ -35,7 +42,7 @@ namespace specwatch {
 struct TailFitOptions {
   double initial_quantile = 0.98;    ///< u: the quantile of the samples above which peaks are fitted
   double max_trim_fraction = 0.005;  ///< at most this fraction of the samples is trimmed as contamination
-  double trim_p_value = 1e-3;        ///< a top sample is trimmed when its rank is this improbable under the fit
+  double trim_p_value = 1e-2;        ///< a top sample is trimmed when its rank is this improbable under the fit
   int min_peaks = 30;                ///< fewer peaks above u: the fit fails
   /// Throws ConfigError naming the field ("<prefix>.initial_quantile ...").
   void Validate(std::string_view prefix = "tail") const;
