@@ -7,6 +7,10 @@
 #include <limits>
 #include <vector>
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 namespace specwatch {
 namespace {
 
@@ -137,11 +141,42 @@ double PoissonDevianceVariance(double mu) {
 
 void SumPoissonDevianceMoments(std::span<const float> mu, double* sum_mean, double* sum_variance) {
   const Entry* table = GetTable().entries.data();
+  const size_t n = mu.size();
+  size_t j = 0;
+  double f = 0.0, g = 0.0;
+#if defined(__AVX512F__)
+  // Compilers do not vectorise the table reads. By hand: per 8 channels, one 64-bit gather of the (f, df) pairs and
+  // one of the (g, dg) pairs (gathers cost per element, so pairs halve it), each multiplied by (1, fraction)
+  // lane pairs and summed: only the sums Σ f + fraction · df are needed, never the per-channel values.
+  static_assert(sizeof(Entry) == 4 * sizeof(float));
+  const __m256i low = _mm256_set1_epi32(static_cast<int>(kLowBits));
+  const __m256i high = _mm256_set1_epi32(static_cast<int>(kHighBits));
+  const __m256i base = _mm256_set1_epi32(static_cast<int>(kBase));
+  const __m256i mask = _mm256_set1_epi32((1 << kShift) - 1);
+  const __m256 scale = _mm256_set1_ps(kFractionScale);
+  const __m512i spread = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
+  const __m512 ones = _mm512_set1_ps(1.0f);
+  const auto* fields = reinterpret_cast<const long long*>(table);  // 2 x 64 bits per entry
+  __m512 vf = _mm512_setzero_ps(), vg = _mm512_setzero_ps();
+  for (; j + 8 <= n; j += 8) {
+    // Positive floats order like their bit patterns, so the clamp can be done on integers (μ >= floor > 0).
+    __m256i bits = _mm256_castps_si256(_mm256_loadu_ps(mu.data() + j));
+    bits = _mm256_min_epu32(_mm256_max_epu32(bits, low), high);
+    const __m256i node = _mm256_slli_epi32(_mm256_sub_epi32(_mm256_srli_epi32(bits, kShift), base), 1);
+    const __m256 fraction = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_and_si256(bits, mask)), scale);
+    const __m512 weight =
+        _mm512_mask_blend_ps(0xAAAA, ones, _mm512_permutexvar_ps(spread, _mm512_castps256_ps512(fraction)));
+    const __m512 fdf = _mm512_castsi512_ps(_mm512_i32gather_epi64(node, fields, 8));
+    const __m512 gdg = _mm512_castsi512_ps(_mm512_i32gather_epi64(node, fields + 1, 8));
+    vf = _mm512_fmadd_ps(fdf, weight, vf);
+    vg = _mm512_fmadd_ps(gdg, weight, vg);
+  }
+  f = _mm512_reduce_add_ps(vf);
+  g = _mm512_reduce_add_ps(vg);
+#endif
   // Eight independent partial sums: one running sum would serialise on the add latency.
   constexpr size_t kLanes = 8;
   std::array<float, kLanes> sf{}, sg{};
-  const size_t n = mu.size();
-  size_t j = 0;
   for (; j + kLanes <= n; j += kLanes) {
     for (size_t l = 0; l < kLanes; ++l) {
       uint32_t node;
@@ -160,7 +195,6 @@ void SumPoissonDevianceMoments(std::span<const float> mu, double* sum_mean, doub
     sf[0] += e.f + fraction * e.df;
     sg[0] += e.g + fraction * e.dg;
   }
-  double f = 0.0, g = 0.0;
   for (size_t l = 0; l < kLanes; ++l) {
     f += sf[l];
     g += sg[l];
