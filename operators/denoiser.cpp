@@ -1,10 +1,10 @@
 #include "operators/denoiser.hpp"
 
+#include "operators/poisson_deviance.hpp"
 #include "operators/poisson_weighting.hpp"
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
 #include <stdexcept>
 #include <string>
 
@@ -14,8 +14,6 @@ namespace {
 // Spectra per chunk: the chunk of input and output (2 x D x chunk floats) stays in L2 between the GEMMs, the
 // mean addition and the residual, instead of streaming the whole batch through memory four times.
 constexpr Eigen::Index kChunk = 64;
-// Smallest expected count the deviance uses for a reconstructed channel [counts].
-constexpr float kDevianceFloor = 1e-2f;
 
 }  // namespace
 
@@ -26,11 +24,13 @@ void Denoise(const PcaModel& model, const Eigen::Ref<const CountsMatrix>& spectr
   out->residual_norm.resize(m);
   out->residual_chi2.resize(m);
   out->deviance_z.resize(m);
+  out->hotelling_t2.resize(m);
   if (model.spectra_seen <= 0.0) {
     out->denoised = spectra;
     out->residual_norm.setZero();
     out->residual_chi2.setZero();
     out->deviance_z.setZero();
+    out->hotelling_t2.setZero();
     out->scores.resize(0, m);
     out->totals.resize(0);
     return;
@@ -48,10 +48,15 @@ void Denoise(const PcaModel& model, const Eigen::Ref<const CountsMatrix>& spectr
   Eigen::VectorXf& totals = out->totals;
   totals.resize(0);
   Eigen::MatrixXf weighted_chunk;
-  Eigen::ArrayXf mu(d), log_ratio(d);  // deviance workspaces
+  DevianceWorkspace workspace;
   if (weighted) totals = SpectrumTotals(spectra);
-  // Degrees of freedom of the deviance: channels minus the components fitted.
-  const double dof = std::max<double>(1.0, static_cast<double>(d - r));
+  // Hotelling T²: each score over its variance s_i² / n in the learnt data. A component with s_i = 0 carries
+  // no learnt variance (and no score either): weight 0 rather than an infinity.
+  Eigen::ArrayXf inverse_variance(r);
+  for (Eigen::Index i = 0; i < r; ++i) {
+    const double s = i < model.singular_values.size() ? model.singular_values(i) : 0.0;
+    inverse_variance(i) = s > 0.0 ? static_cast<float>(model.spectra_seen / (s * s)) : 0.0f;
+  }
   for (Eigen::Index j = 0; j < m; j += kChunk) {
     const Eigen::Index w = std::min(kChunk, m - j);
     const auto x = spectra.middleCols(j, w);
@@ -62,6 +67,11 @@ void Denoise(const PcaModel& model, const Eigen::Ref<const CountsMatrix>& spectr
     auto score = out->scores.middleCols(j, w);
     score.noalias() = u.transpose() * x_model;
     score.colwise() -= centre;
+    if (r > 0) {
+      out->hotelling_t2.segment(j, w) = (score.array().square().colwise() * inverse_variance).colwise().sum();
+    } else {
+      out->hotelling_t2.segment(j, w).setZero();
+    }
     // Start from the mean and accumulate the product: `x_hat = u * score` would zero-fill the destination
     // first, one more pass over D x w floats.
     for (Eigen::Index i = 0; i < w; ++i) x_hat.col(i) = model.mean;  // replicate() compiles to a scalar loop
@@ -77,14 +87,7 @@ void Denoise(const PcaModel& model, const Eigen::Ref<const CountsMatrix>& spectr
       xh.array() *= model.channel_scale.array() * std::sqrt(totals(j + i));  // back to counts
       const auto xc = x.col(i).array();
       out->residual_norm(j + i) = (xc - xh.array()).matrix().norm();
-      // Poisson deviance 2 Σ [x ln(x/μ) − (x − μ)], μ = x̂ floored (a reconstruction at or below zero where
-      // counts were seen is a misfit, and scores as a large deviance rather than an infinity).
-      // Written as whole-array steps so Eigen vectorises the log (a select() around it compiles to a scalar
-      // loop, 5x slower); x = 0 gives 0 · log(tiny / μ) = 0.
-      mu = xh.array().max(kDevianceFloor);
-      log_ratio = (xc.max(std::numeric_limits<float>::min()) / mu).log();
-      const double deviance = 2.0 * static_cast<double>((xc * log_ratio - (xc - mu)).sum());
-      out->deviance_z(j + i) = static_cast<float>((deviance - dof) / std::sqrt(2.0 * dof));
+      out->deviance_z(j + i) = static_cast<float>(ScorePoissonDeviance(x.col(i), xh, &workspace).z);
     }
   }
 }

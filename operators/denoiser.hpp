@@ -19,10 +19,16 @@ struct DenoiseResult {
   /// the Pearson χ² of the spectrum against its reconstruction (≈ D − rank for a well-explained spectrum);
   /// unweighted it is residual_norm².
   Eigen::VectorXf residual_chi2;
-  /// m: the standardised Poisson deviance (Dev − ν) / sqrt(2ν), ν = D − rank, of the counts against x̂
-  /// (weighted models, i.e. count data, only; 0 otherwise). Near 0 for an explained spectrum at high counts;
-  /// at a few counts per channel its nominal distribution shifts (calibrate thresholds on the data).
+  /// m: the standardised Poisson deviance z = (Dev − Σ f(μ_j)) / sqrt(Σ g(μ_j)) of the counts against
+  /// μ = max(x̂, kDevianceFloor), f and g the exact mean and variance of the Poisson unit deviance
+  /// (poisson_deviance.hpp; weighted models, i.e. count data, only; 0 otherwise). Mean 0 and sd 1 at any dose
+  /// when x̂ is the true mean; the fitted x̂ and a heavy tail move that a little (DOMAIN.md section 6), so
+  /// thresholds come from a tail fit on nominal data (novelty_detector.hpp), not from a Gaussian.
   Eigen::VectorXf deviance_z;
+  /// m: Hotelling T² of the scores, Σ_{i<rank} score_i² / (s_i² / n), s the model's singular values and
+  /// n = spectra_seen: how unusual the spectrum's mixture is inside the subspace, which the residual cannot see.
+  /// 0 when the model has no rank (or has seen nothing).
+  Eigen::VectorXf hotelling_t2;
   /// m: each spectrum's total counts a_i (floored at 1) for weighted models; empty otherwise.
   Eigen::VectorXf totals;
   /// rank x m: column i holds spectrum i's scores U_rᵀ(xᵢ − mean), so x̂ᵢ = mean + U_r · scores.col(i).

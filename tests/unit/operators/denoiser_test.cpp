@@ -1,5 +1,6 @@
 #include "operators/denoiser.hpp"
 #include "operators/incremental_svd.hpp"
+#include "operators/poisson_deviance.hpp"
 #include "tests/unit/operators/synthetic.hpp"
 
 #include <doctest/doctest.h>
@@ -50,6 +51,40 @@ TEST_CASE("Denoise: matches a direct double-precision projection") {
     CHECK((out.scores.col(j).cast<double>() - score).cwiseAbs().maxCoeff() < 1e-5 * x.norm());
     CHECK((out.denoised.col(j).cast<double>() - x_hat).cwiseAbs().maxCoeff() < 1e-5 * x.cwiseAbs().maxCoeff());
     CHECK(out.residual_norm(j) == doctest::Approx((x - x_hat).norm()).epsilon(1e-4));
+    // Hotelling T²: Σ score_i² / (s_i² / n) over the 7 components used.
+    const Eigen::ArrayXd variance = model.singular_values.head(7).array().square() / model.spectra_seen;
+    CHECK(out.hotelling_t2(j) == doctest::Approx((score.array().square() / variance).sum()).epsilon(1e-4));
+    CHECK(out.deviance_z(j) == 0.0f);  // unweighted: not count data
+  }
+}
+
+TEST_CASE("Denoise: a weighted model's deviance_z is the exact standardised deviance against the reconstruction") {
+  const int d = 200, m = 70;
+  PcaModel model = HandModel(d, 6, 4, 8);
+  model.channel_scale = Eigen::VectorXf::Constant(d, 1.0f / std::sqrt(static_cast<float>(d)));
+  model.mean = Eigen::VectorXf::Constant(d, 1.0f);  // weighted space: x̃ = x / sqrt(a / D) ≈ sqrt(level)
+  std::mt19937_64 gen(9);
+  Eigen::MatrixXf spectra(d, m);
+  for (int j = 0; j < m; ++j) {
+    std::poisson_distribution<int> draw(j % 2 == 0 ? 0.3 : 20.0);  // low and high dose
+    for (int i = 0; i < d; ++i) spectra(i, j) = static_cast<float>(draw(gen));
+  }
+  DenoiseResult out;
+  Denoise(model, spectra, &out);
+  for (int j = 0; j < m; ++j) {
+    CAPTURE(j);
+    const DevianceScore s = ScorePoissonDeviance(spectra.col(j), out.denoised.col(j));
+    CHECK(out.deviance_z(j) == doctest::Approx(s.z).epsilon(1e-4).scale(1.0));
+    // ... which is (Dev − Σf)/sqrt(Σg) recomputed here in double from the moments.
+    double dev = 0, f = 0, g = 0;
+    for (int i = 0; i < d; ++i) {
+      const double mu = std::max<double>(out.denoised(i, j), kDevianceFloor);
+      const double x = spectra(i, j);
+      dev += x > 0 ? 2 * (x * std::log(x / mu) - (x - mu)) : 2 * mu;
+      f += PoissonDevianceMean(mu);
+      g += PoissonDevianceVariance(mu);
+    }
+    CHECK(out.deviance_z(j) == doctest::Approx((dev - f) / std::sqrt(g)).epsilon(1e-3).scale(1.0));
   }
 }
 
@@ -99,12 +134,15 @@ TEST_CASE("Denoise: a model that has seen nothing passes spectra through; rank 0
   Denoise(*svd.Model(), spectra, &out);
   CHECK(out.denoised == spectra);
   CHECK(out.residual_norm.isZero());
+  CHECK(out.hotelling_t2.size() == spectra.cols());
+  CHECK(out.hotelling_t2.isZero());
   CHECK(out.scores.rows() == 0);
   CHECK(out.scores.cols() == spectra.cols());
 
   PcaModel model = HandModel(64, 4, 4, 3);
   model.rank = 0;
   Denoise(model, spectra, &out);
+  CHECK(out.hotelling_t2.isZero());
   for (int j = 0; j < spectra.cols(); ++j) {
     CHECK((out.denoised.col(j) - model.mean).cwiseAbs().maxCoeff() < 1e-6f);
     CHECK(out.residual_norm(j) == doctest::Approx((spectra.col(j) - model.mean).norm()).epsilon(1e-5));
