@@ -137,8 +137,13 @@ void IncrementalSvd::Update(const Eigen::Ref<const Eigen::MatrixXf>& block) {
   const Eigen::Index kept = b - 1;
   const Eigen::Index cols = kept + (has_shift ? 1 : 0);
   auto centred = centred_.leftCols(cols);
+  // m' as a float pair, high + low: (x_j − high) − low is then exact to float rounding of the centred value,
+  // whatever the size of the mean. (Subtracting m' rounded to float would add its rounding to every column,
+  // a rank-one error of relative size eps·|m|/|x_j − m| in the scatter.)
   block_centre_ = block_mean_ + (block.col(kept).cast<double>() - block_mean_) / (1.0 + std::sqrt(double(b)));
-  centred.leftCols(kept) = block.leftCols(kept).colwise() - block_centre_.cast<float>();
+  centre_high_ = block_centre_.cast<float>();
+  centre_low_ = (block_centre_ - centre_high_.cast<double>()).cast<float>();
+  centred.leftCols(kept) = (block.leftCols(kept).colwise() - centre_high_).colwise() - centre_low_;
   if (has_shift) {
     centred.col(kept) = (std::sqrt(n_old * static_cast<double>(b) / n_new) * (mean_ - block_mean_)).cast<float>();
   }

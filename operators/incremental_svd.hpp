@@ -139,6 +139,8 @@ class IncrementalSvd {
   // Workspaces of the update, kept to avoid reallocating them every block.
   Eigen::VectorXd block_mean_;  // D
   Eigen::VectorXd block_centre_;  // D: m', subtracted from all but the last spectrum of the block
+  Eigen::VectorXf centre_high_;   // D: m' rounded to float
+  Eigen::VectorXf centre_low_;    // D: m' − centre_high_
   Eigen::MatrixXf centred_;     // D x (block + 1): centred block (b − 1 columns) plus mean-shift column, then R
   Eigen::MatrixXf projection_;  // k x (block + 1): P
   Eigen::MatrixXf correction_;  // k x (block + 1): second Gram–Schmidt pass
