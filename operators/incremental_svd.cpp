@@ -129,12 +129,24 @@ void IncrementalSvd::Update(const Eigen::Ref<const Eigen::MatrixXf>& block) {
   block_mean_.setZero(d);
   for (Eigen::Index i = 0; i < b; ++i) block_mean_ += block.col(i).cast<double>();
   block_mean_ /= static_cast<double>(b);
+  // The centred spectra sum to zero, so they span at most b − 1 dimensions. The Householder reflection H that
+  // maps 1/√b onto the last unit vector turns C = [x_j − m] into C H, whose last column is exactly zero and whose
+  // others are x_j − m' with m' = m + (x_b − m)/(1 + √b); C H Hᵀ Cᵀ = C Cᵀ, so the scatter, and with it every
+  // left singular pair below, is unchanged. Dropping that column saves one in every GEMM and leaves the
+  // residual of full rank, which the Cholesky below needs.
   const bool has_shift = n_old > 0.0;
-  const Eigen::Index cols = b + (has_shift ? 1 : 0);
+  const Eigen::Index kept = b - 1;
+  const Eigen::Index cols = kept + (has_shift ? 1 : 0);
   auto centred = centred_.leftCols(cols);
-  centred.leftCols(b) = block.colwise() - block_mean_.cast<float>();
+  // m' as a float pair, high + low: (x_j − high) − low is then exact to float rounding of the centred value,
+  // whatever the size of the mean. (Subtracting m' rounded to float would add its rounding to every column,
+  // a rank-one error of relative size eps·|m|/|x_j − m| in the scatter.)
+  block_centre_ = block_mean_ + (block.col(kept).cast<double>() - block_mean_) / (1.0 + std::sqrt(double(b)));
+  centre_high_ = block_centre_.cast<float>();
+  centre_low_ = (block_centre_ - centre_high_.cast<double>()).cast<float>();
+  centred.leftCols(kept) = (block.leftCols(kept).colwise() - centre_high_).colwise() - centre_low_;
   if (has_shift) {
-    centred.col(b) = (std::sqrt(n_old * static_cast<double>(b) / n_new) * (mean_ - block_mean_)).cast<float>();
+    centred.col(kept) = (std::sqrt(n_old * static_cast<double>(b) / n_new) * (mean_ - block_mean_)).cast<float>();
   }
   const double added_variance = centred.squaredNorm();
 
@@ -143,7 +155,11 @@ void IncrementalSvd::Update(const Eigen::Ref<const Eigen::MatrixXf>& block) {
   // of R is the trace of its Gram matrix, needed next anyway.
   projection_.resize(k, cols);
   residual_gram_.resize(cols, cols);
-  auto residual_gram = [&] { residual_gram_.noalias() = centred.transpose() * centred; };
+  // Lower triangle only (symmetric rank update: half the flops of the full product).
+  auto residual_gram = [&] {
+    residual_gram_.setZero();
+    residual_gram_.selfadjointView<Eigen::Lower>().rankUpdate(centred.transpose());
+  };
   if (k > 0) {
     projection_.noalias() = old.basis.transpose() * centred;
     centred.noalias() -= old.basis * projection_;
@@ -158,30 +174,62 @@ void IncrementalSvd::Update(const Eigen::Ref<const Eigen::MatrixXf>& block) {
     residual_gram();
   }
 
-  // R = Q_r R_r without forming Q_r: from RᵀR = V Λ Vᵀ, R_r = Λ^{1/2} Vᵀ and Q_r = R V Λ^{-1/2} (columns with
-  // Λ at float rounding level dropped: they carry no energy). All the D-long work is GEMMs (RᵀR here, R·C
-  // below) instead of level-2 Householder steps. Q_r is orthonormal to the accuracy of RᵀR, ~eps·κ(R)²:
-  // fine for the well-conditioned residual of noisy spectra; the periodic re-orthonormalisation of U bounds
-  // what accumulates.
-  residual_eigen_.compute(residual_gram_.cast<double>());
-  if (residual_eigen_.info() != Eigen::Success) {
-    ++rejected_blocks_;
-    return;
+  // R = Q_r R_r without forming Q_r, from the Gram matrix G = RᵀR: all the D-long work is GEMMs (RᵀR here,
+  // R·C below) instead of level-2 Householder steps. Q_r = R X is orthonormal to the accuracy of G, which float
+  // rounding perturbs by E, ‖E‖ ~ eps·sqrt(D)·λ_max: Q_rᵀQ_r − I = XᵀE X, of norm up to ‖E‖/λ_min, ~eps·κ(R)²
+  // (fine for the well-conditioned residual of noisy spectra; the periodic re-orthonormalisation of U bounds
+  // what accumulates).
+  // Fast path, Cholesky G = L Lᵀ: R_r = Lᵀ, X = L⁻ᵀ (Cholesky QR). Any R_r with R_rᵀR_r = G gives the same
+  // [U Q_r]·Ũ below (two choices differ by an orthogonal W on the left of R_r, which the SVD of M absorbs), and
+  // the error bound above is the same as for the eigen-decomposition, so where both apply they agree to
+  // rounding. The Cholesky cannot drop directions, though: it is taken only when every eigenvalue of G is
+  // provably above the floor of the eigen path below, λ_min ≥ 1/(‖L⁻¹‖₁‖L⁻¹‖_∞) against
+  // λ_max ≤ ‖G‖_∞ (both bounds hold for any symmetric positive definite G, with a margin of 16).
+  // Otherwise (rank-deficient residual, e.g. exactly low-rank data, or ill-conditioned): G = V Λ Vᵀ,
+  // R_r = Λ^{1/2}Vᵀ and X = V Λ^{-1/2}, with the eigenpairs at float rounding level dropped: they carry no
+  // energy, and their Q_r columns would not be orthogonal to the others.
+  const double float_rounding = 8.0 * std::sqrt(static_cast<double>(d)) * std::numeric_limits<float>::epsilon();
+  residual_gram_double_ = residual_gram_.cast<double>();
+  residual_gram_double_.triangularView<Eigen::StrictlyUpper>() = residual_gram_double_.transpose();
+  if (cols > 0) residual_llt_.compute(residual_gram_double_);
+  bool cholesky = cols > 0 && residual_llt_.info() == Eigen::Success;
+  if (cholesky) {
+    residual_inverse_.setIdentity(cols, cols);
+    residual_llt_.matrixL().solveInPlace(residual_inverse_);  // L⁻¹ for now
+    const double inverse_norms = residual_inverse_.cwiseAbs().colwise().sum().maxCoeff() *
+                                 residual_inverse_.cwiseAbs().rowwise().sum().maxCoeff();
+    const double lambda_max_bound = residual_gram_double_.cwiseAbs().rowwise().sum().maxCoeff();
+    cholesky = 1.0 / inverse_norms > 16.0 * float_rounding * lambda_max_bound;  // false for NaN
   }
-  const Eigen::VectorXd lambda = residual_eigen_.eigenvalues().reverse();  // decreasing
-  const Eigen::MatrixXd v = residual_eigen_.eigenvectors().rowwise().reverse();
-  // RᵀR in float is exact to ~eps·sqrt(D)·λ_max: below that, an eigenpair is rounding, not data (exactly
-  // low-rank spectra leave such a residual), and its Q_r column would not be orthogonal to the others.
-  const double lambda_floor = std::max(lambda.size() > 0 ? lambda(0) : 0.0, 0.0) * 8.0 *
-                              std::sqrt(static_cast<double>(d)) * std::numeric_limits<float>::epsilon();
-  Eigen::Index p = 0;
-  while (p < lambda.size() && lambda(p) > lambda_floor && lambda(p) > 0.0) ++p;
+  Eigen::Index p = cols;
+  if (cholesky) {
+    residual_factor_ = residual_llt_.matrixU();
+    residual_inverse_.transposeInPlace();
+  } else if (cols == 0) {  // a first block of one spectrum: nothing to factor
+    residual_factor_.resize(0, 0);
+    residual_inverse_.resize(0, 0);
+  } else {
+    residual_eigen_.compute(residual_gram_double_);
+    if (residual_eigen_.info() != Eigen::Success) {
+      ++rejected_blocks_;
+      return;
+    }
+    const auto lambda = residual_eigen_.eigenvalues().reverse();  // decreasing
+    const auto v = residual_eigen_.eigenvectors().rowwise().reverse();
+    // G in float is exact to ~eps·sqrt(D)·λ_max: below that, an eigenpair is rounding, not data (exactly
+    // low-rank spectra leave such a residual).
+    const double lambda_floor = std::max(lambda.size() > 0 ? lambda(0) : 0.0, 0.0) * float_rounding;
+    p = 0;
+    while (p < lambda.size() && lambda(p) > lambda_floor && lambda(p) > 0.0) ++p;
+    residual_factor_ = lambda.head(p).cwiseSqrt().asDiagonal() * v.leftCols(p).transpose();
+    residual_inverse_ = v.leftCols(p) * lambda.head(p).cwiseSqrt().cwiseInverse().asDiagonal();
+  }
 
   // M = [[λ^{b/2} diag(s), P], [0, R_r]], (k + p) x (k + cols), in double.
   small_.setZero(k + p, k + cols);
   small_.topLeftCorner(k, k).diagonal() = std::sqrt(decay) * old.singular_values;
   small_.topRightCorner(k, cols) = projection_.cast<double>();
-  small_.bottomRightCorner(p, cols) = lambda.head(p).cwiseSqrt().asDiagonal() * v.leftCols(p).transpose();
+  small_.bottomRightCorner(p, cols) = residual_factor_;
   if (!small_.allFinite()) {  // a NaN/Inf spectrum would poison the model for good: drop the block
     ++rejected_blocks_;
     return;
@@ -209,11 +257,10 @@ void IncrementalSvd::Update(const Eigen::Ref<const Eigen::MatrixXf>& block) {
   // Ũ[:, :k'], decreasing s
   const auto left = eigen_.eigenvectors().topRightCorner(n_pairs, k_new).rowwise().reverse();
 
-  // U ← [U Q_r] Ũ = U Ũ_top + R (V_p Λ_p^{-1/2} Ũ_bottom).
+  // U ← [U Q_r] Ũ = U Ũ_top + R (X Ũ_bottom).
   auto next = std::make_shared<PcaModel>();
   Eigen::MatrixXf& basis = next->basis;
-  rotation_ = (v.leftCols(p) * lambda.head(p).cwiseSqrt().cwiseInverse().asDiagonal() *
-               left.bottomRows(p)).cast<float>();
+  rotation_ = (residual_inverse_ * left.bottomRows(p)).cast<float>();
   basis.noalias() = centred * rotation_;
   if (k > 0) basis.noalias() += old.basis * left.topRows(k).cast<float>();
   if (++updates_since_qr_ >= static_cast<uint64_t>(options_.reorthonormalize_every)) {

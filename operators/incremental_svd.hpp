@@ -146,11 +146,18 @@ class IncrementalSvd {
 
   // Workspaces of the update, kept to avoid reallocating them every block.
   Eigen::VectorXd block_mean_;  // D
-  Eigen::MatrixXf centred_;     // D x (block + 1): centred block plus mean-shift column, then R, then its QR
+  Eigen::VectorXd block_centre_;  // D: m', subtracted from all but the last spectrum of the block
+  Eigen::VectorXf centre_high_;   // D: m' rounded to float
+  Eigen::VectorXf centre_low_;    // D: m' − centre_high_
+  Eigen::MatrixXf centred_;     // D x (block + 1): centred block (b − 1 columns) plus mean-shift column, then R
   Eigen::MatrixXf projection_;  // k x (block + 1): P
   Eigen::MatrixXf correction_;  // k x (block + 1): second Gram–Schmidt pass
-  Eigen::MatrixXf residual_gram_;  // (block + 1)²: RᵀR
+  Eigen::MatrixXf residual_gram_;  // (block + 1)²: RᵀR, lower triangle
+  Eigen::MatrixXd residual_gram_double_;  // the same, both triangles
+  Eigen::LLT<Eigen::MatrixXd> residual_llt_;
   Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> residual_eigen_;
+  Eigen::MatrixXd residual_factor_;   // p x (block + 1): R_r, with R = Q_r R_r
+  Eigen::MatrixXd residual_inverse_;  // (block + 1) x p: X with Q_r = R X
   Eigen::MatrixXf rotation_;    // (block + 1) x k': R's share of the new basis
   Eigen::MatrixXd small_;       // (k + p) x (k + block + 1): M
   Eigen::MatrixXd gram_;        // (k + p) x (k + p): M Mᵀ

@@ -209,6 +209,60 @@ TEST_CASE("IncrementalSvd: data in a low-dimensional affine subspace give an exa
   CHECK((out.denoised - spectra).cwiseAbs().maxCoeff() / spectra.cwiseAbs().maxCoeff() < 1e-5f);
 }
 
+TEST_CASE("IncrementalSvd: blocks of repeated spectra (rank-deficient residual) among noisy ones match a batch SVD") {
+  // Every other block holds 16 spectra twice: its residual has rank <= 17 of 32 columns, which the Cholesky QR
+  // of the update cannot factor, so those blocks take the eigen-decomposition path and the others the Cholesky.
+  LowRankSource source(128, (Eigen::VectorXd(4) << 30, 20, 12, 8).finished(), 1.0, 17);
+  const int block = 32, blocks = 60;
+  Eigen::MatrixXf spectra(128, block * blocks);
+  for (int t = 0; t < blocks; ++t) {
+    if (t % 2 == 0) {
+      spectra.middleCols(t * block, block) = source.Draw(block);
+    } else {
+      const Eigen::MatrixXf distinct = source.Draw(block / 2);
+      spectra.middleCols(t * block, block) << distinct, distinct;
+    }
+  }
+  SubspaceOptions options;
+  options.rank = 4;
+  options.oversample = 8;
+  options.block = block;
+  IncrementalSvd svd(128, options);
+  svd.Add(spectra);
+  const PcaModel& model = *svd.Model();
+  const BatchPca batch(spectra);
+  CHECK(svd.rejected_blocks() == 0);
+  REQUIRE(model.basis.cols() == 12);
+  CHECK(RelativeError(model.mean.cast<double>(), batch.mean) < 1e-5);
+  CHECK(std::abs(model.total_variance / batch.total_variance - 1.0) < 1e-5);
+  CHECK(LargestPrincipalAngleDeg(Leading(model, 4), batch.basis.leftCols(4)) < 0.05);
+  for (int i = 0; i < 4; ++i) {
+    CAPTURE(i);
+    CHECK(std::abs(model.singular_values(i) / batch.singular_values(i) - 1.0) < 1e-4);
+  }
+  CHECK(OrthonormalityError(model) < 1e-5);
+}
+
+TEST_CASE("IncrementalSvd: blocks of two spectra give the closed-form scatter") {
+  // b = 2: the centred block keeps b − 1 = 1 column, x_1 − m' with m' = m + (x_2 − m)/(1 + √2), which must carry
+  // exactly the scatter of the two centred spectra, ‖x_1 − x_2‖²/2, along x_1 − x_2.
+  SubspaceOptions options;
+  options.rank = 2;
+  options.oversample = 0;
+  options.block = 2;
+  IncrementalSvd svd(8, options);
+  Eigen::MatrixXf pair(8, 2);
+  pair.col(0) = Eigen::VectorXf::LinSpaced(8, 100.0f, 107.0f);
+  pair.col(1) = pair.col(0) + Eigen::VectorXf::LinSpaced(8, 2.0f, -1.5f);
+  svd.Add(pair);
+  const PcaModel& model = *svd.Model();
+  const Eigen::VectorXf difference = pair.col(0) - pair.col(1);
+  REQUIRE(model.basis.cols() == 1);
+  CHECK(std::abs(model.basis.col(0).dot(difference.normalized())) == doctest::Approx(1.0).epsilon(1e-6));
+  CHECK(model.singular_values(0) == doctest::Approx(difference.norm() / std::sqrt(2.0)).epsilon(1e-6));
+  CHECK(model.total_variance == doctest::Approx(difference.squaredNorm() / 2.0).epsilon(1e-6));
+}
+
 TEST_CASE("IncrementalSvd: the basis stays orthonormal over many updates of high-SNR data") {
   // Most of each block lies in span(U): the case where a single Gram–Schmidt pass loses orthogonality
   // (without the second pass this data gives ||UᵀU − I|| = 1, a duplicated direction).
