@@ -13,7 +13,7 @@ namespace {
 template <typename T>
 [[noreturn]] void Fail(const std::string& field, const std::string& requirement, T got) {
   std::ostringstream message;
-  message << "drift.cusum." << field << " must be " << requirement << ", got " << got;
+  message << "drift.cusum_" << field << " must be " << requirement << ", got " << got;
   throw ConfigError(message.str());
 }
 

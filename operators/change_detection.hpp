@@ -58,7 +58,7 @@ struct BlockCusumOptions {
                                                            ///< passes its novelty threshold)
   /// h in block-mean sd: h_sd, or when 0 the smallest h meeting in_control_arl_spectra (CusumHForArl).
   double DecisionInterval() const;
-  /// Throws ConfigError naming the field ("drift.cusum.block_spectra ...").
+  /// Throws ConfigError naming the field ("drift.cusum_block_spectra ...").
   void Validate() const;
 };
 

@@ -17,7 +17,7 @@ namespace {
 template <typename T>
 [[noreturn]] void Fail(const std::string& field, const std::string& requirement, T got) {
   std::ostringstream message;
-  message << "drift.energy_shift." << field << " must be " << requirement << ", got " << got;
+  message << "drift.energy_" << field << " must be " << requirement << ", got " << got;
   throw ConfigError(message.str());
 }
 
@@ -86,7 +86,7 @@ Eigen::VectorXd ShiftByCubic(const Eigen::Ref<const Eigen::VectorXd>& v, double 
 
 void EnergyShiftOptions::Validate(int channels) const {
   if (channels < 8) {
-    throw ConfigError("drift.energy_shift: spectra must have at least 8 channels, got " + std::to_string(channels));
+    throw ConfigError("drift.energy: spectra must have at least 8 channels, got " + std::to_string(channels));
   }
   if (reference_spectra < 1) Fail("reference_spectra", ">= 1", reference_spectra);
   if (block_spectra < 1) Fail("block_spectra", ">= 1", block_spectra);
@@ -124,15 +124,48 @@ std::optional<EnergyShiftEvent> EnergyShiftTracker::Add(const Eigen::VectorXd& s
   block_ += summed_counts;
   block_spectra_ += spectra;
   spectra_seen_ += spectra;
+  return CloseBlock(nullptr);
+}
 
+std::optional<EnergyShiftEvent> EnergyShiftTracker::Add(const Eigen::VectorXd& summed_counts, uint64_t spectra,
+                                                        const Eigen::VectorXd& expected_counts) {
+  if (summed_counts.size() != channels_ || expected_counts.size() != channels_) {
+    throw std::invalid_argument("EnergyShiftTracker::Add: " + std::to_string(summed_counts.size()) + " and " +
+                                std::to_string(expected_counts.size()) + " channels, the tracker " +
+                                std::to_string(channels_));
+  }
+  if (spectra == 0) return std::nullopt;
+  if (!summed_counts.allFinite() || !expected_counts.allFinite()) {
+    ++rejected_frames_;
+    spectra_seen_ += spectra;
+    return std::nullopt;
+  }
+  if (block_expected_.size() != channels_) block_expected_ = Eigen::VectorXd::Zero(channels_);
+  if (block_spectra_ == 0) block_first_ = spectra_seen_;
+  block_ += summed_counts;
+  block_expected_ += expected_counts;
+  block_spectra_ += spectra;
+  spectra_seen_ += spectra;
+  return CloseBlock(&block_expected_);
+}
+
+std::optional<EnergyShiftEvent> EnergyShiftTracker::CloseBlock(const Eigen::VectorXd* expected) {
   if (!has_reference()) {
-    if (block_spectra_ >= static_cast<uint64_t>(options_.reference_spectra)) BuildReference();
+    if (block_spectra_ >= static_cast<uint64_t>(options_.reference_spectra)) {
+      // With expectations the feature is found on them (noiseless), and the raw reference is not needed.
+      if (expected != nullptr) block_ = *expected;
+      BuildReference();
+      if (expected != nullptr) block_expected_.setZero();
+    }
     return std::nullopt;
   }
   if (block_spectra_ < static_cast<uint64_t>(options_.block_spectra)) return std::nullopt;
-  std::optional<EnergyShiftEstimate> estimate = Estimate(block_, block_spectra_);
+  std::optional<EnergyShiftEstimate> estimate = expected != nullptr
+                                                    ? EstimateAgainst(block_, block_spectra_, *expected, 0.0)
+                                                    : Estimate(block_, block_spectra_);
   if (estimate) estimate->first_spectrum = block_first_;
   block_.setZero();
+  if (expected != nullptr) block_expected_.setZero();
   block_spectra_ = 0;
   if (!estimate) {
     ++failed_blocks_;
@@ -187,18 +220,31 @@ void EnergyShiftTracker::BuildReference() {
 
 std::optional<EnergyShiftEstimate> EnergyShiftTracker::Estimate(const Eigen::VectorXd& block,
                                                                 uint64_t spectra) const {
-  if (!has_reference() || block.size() != channels_) return std::nullopt;
+  return EstimateAgainst(block, spectra, reference_, reference_spectra_);
+}
+
+std::optional<EnergyShiftEstimate> EnergyShiftTracker::EstimateAgainst(const Eigen::VectorXd& block, uint64_t spectra,
+                                                                       const Eigen::VectorXd& reference,
+                                                                       double reference_spectra) const {
+  if (!has_reference() || block.size() != channels_ || reference.size() != channels_) return std::nullopt;
   const int d = channels_;
-  const int h = half_width_;
-  // The window follows the corrections, so the feature stays in it however far the axis has drifted.
+  // Against expectations (reference_spectra 0) the whole spectrum is fitted, every line of every phase, each
+  // against its own expected shape; the integer search then only needs a few channels either side. Against the
+  // fixed reference mean, a window around the feature that follows the corrections, so the feature stays in it
+  // however far the axis has drifted.
+  const bool whole = reference_spectra == 0.0;
+  const int h = whole ? std::min(half_width_, 8) : half_width_;
   const int centre = std::clamp(feature_channel_ + static_cast<int>(std::lround(corrections_)), 0, d - 1);
-  const int lo = std::max(0, centre - h), hi = std::min(d - 1, centre + h);
+  const int lo = whole ? std::min(h + 2, d / 4) : std::max(0, centre - h);
+  const int hi = whole ? d - 1 - lo : std::min(d - 1, centre + h);
   const int n = hi - lo + 1;
   const Eigen::VectorXd y = block.segment(lo, n);
   const double y_total = y.sum();
   if (!(y_total > 0.0)) return std::nullopt;
-  const double max_reference = reference_.maxCoeff();
-  const double tiny = 1e-9 * max_reference;
+  const double max_reference = reference.maxCoeff();
+  // A model's expectation can dip to or below zero where it undershoots an empty stretch: floored at a small
+  // fraction of its mean level, so a stray count there does not get an enormous Poisson weight.
+  const double tiny = whole ? 1e-3 * std::max(reference.mean(), 0.0) + 1e-12 : 1e-9 * max_reference;
 
   // Integer start: the lag of largest Poisson likelihood, the scale at its maximum (a = Σy / Σg).
   const int lag_centre = static_cast<int>(std::lround(corrections_));
@@ -206,10 +252,10 @@ std::optional<EnergyShiftEstimate> EnergyShiftTracker::Estimate(const Eigen::Vec
   double best_ll = -std::numeric_limits<double>::infinity();
   for (int lag = lag_centre - h; lag <= lag_centre + h; ++lag) {
     double g_total = 0.0, ll = 0.0;
-    for (int i = 0; i < n; ++i) g_total += std::max(reference_(std::clamp(lo + i - lag, 0, d - 1)), tiny);
+    for (int i = 0; i < n; ++i) g_total += std::max(reference(std::clamp(lo + i - lag, 0, d - 1)), tiny);
     const double a = y_total / g_total;
     for (int i = 0; i < n; ++i) {
-      const double mu = a * std::max(reference_(std::clamp(lo + i - lag, 0, d - 1)), tiny);
+      const double mu = a * std::max(reference(std::clamp(lo + i - lag, 0, d - 1)), tiny);
       ll += y(i) * std::log(mu) - mu;
     }
     if (ll > best_ll) {
@@ -224,7 +270,7 @@ std::optional<EnergyShiftEstimate> EnergyShiftTracker::Estimate(const Eigen::Vec
   double a = 0.0;
   {
     double g_total = 0.0;
-    for (int i = 0; i < n; ++i) g_total += std::max(reference_(std::clamp(lo + i - best_lag, 0, d - 1)), tiny);
+    for (int i = 0; i < n; ++i) g_total += std::max(reference(std::clamp(lo + i - best_lag, 0, d - 1)), tiny);
     a = y_total / g_total;
   }
   Eigen::VectorXd g(n), dg(n), mu(n), w(n);
@@ -234,8 +280,8 @@ std::optional<EnergyShiftEstimate> EnergyShiftTracker::Estimate(const Eigen::Vec
       const Taps taps = TapsAt(lo + i - delta, d);
       double value = 0.0, slope = 0.0;
       for (int k = 0; k < 4; ++k) {
-        value += taps.weight[k] * reference_(taps.index[k]);
-        slope += taps.slope[k] * reference_(taps.index[k]);
+        value += taps.weight[k] * reference(taps.index[k]);
+        slope += taps.slope[k] * reference(taps.index[k]);
       }
       g(i) = std::max(value, tiny);
       dg(i) = -slope;  // ∂R(j − δ)/∂δ
@@ -256,7 +302,7 @@ std::optional<EnergyShiftEstimate> EnergyShiftTracker::Estimate(const Eigen::Vec
     a += step(0);
     delta += std::clamp(step(1), -1.0, 1.0);  // a step of more than a channel leaves the quadratic regime
     if (!(a > 0.0) || std::fabs(delta - lag_centre) > h + 2) return std::nullopt;
-    if (std::fabs(step(1)) < 1e-7 && std::fabs(step(0)) < 1e-9 * a) {
+    if (std::fabs(step(1)) < 1e-6 && std::fabs(step(0)) < 1e-7 * a) {
       converged = true;
       break;
     }
@@ -275,7 +321,9 @@ std::optional<EnergyShiftEstimate> EnergyShiftTracker::Estimate(const Eigen::Vec
     }
   }
   const Eigen::Matrix2d reference_noise =
-      a * a * gradient.transpose() * (reference_ / reference_spectra_).asDiagonal() * gradient;
+      reference_spectra > 0.0
+          ? Eigen::Matrix2d(a * a * gradient.transpose() * (reference / reference_spectra).asDiagonal() * gradient)
+          : Eigen::Matrix2d::Zero();
   const Eigen::Matrix2d inverse = fisher.inverse();
   const Eigen::Matrix2d covariance = inverse * (fisher + reference_noise) * inverse;
   if (!covariance.allFinite() || !(covariance(1, 1) > 0.0)) return std::nullopt;

@@ -41,7 +41,7 @@
 
 namespace specwatch {
 
-/// Options of the energy-axis shift tracker (config section "drift.energy_shift").
+/// Options of the energy-axis shift tracker (config section "drift", keys energy_*).
 struct EnergyShiftOptions {
   int reference_spectra = 2048;         ///< spectra summed into the reference
   int block_spectra = 512;              ///< spectra per shift estimate (a frame is never split)
@@ -51,7 +51,7 @@ struct EnergyShiftOptions {
   double confidence_sigma = 5.0;        ///< and at least this many standard errors of the change
   int confirm_blocks = 2;               ///< consecutive blocks beyond the threshold that make an event
 
-  /// Throws ConfigError naming the field ("drift.energy_shift....") unless the options suit `channels` channels.
+  /// Throws ConfigError naming the field ("drift.energy_...") unless the options suit `channels` channels.
   void Validate(int channels) const;
 };
 
@@ -80,6 +80,13 @@ class EnergyShiftTracker {
   /// One frame: Σ over its spectra of the counts per channel (D entries) and the number of spectra summed.
   /// Returns the event when this frame completed a block that confirmed a step.
   std::optional<EnergyShiftEvent> Add(const Eigen::VectorXd& summed_counts, uint64_t spectra);
+  /// As Add, with the expected counts of the same spectra on the reference axis (a model's reconstruction of
+  /// them, learnt before any drift): each block is then fitted against its own expectation instead of the
+  /// fixed reference mean, so a scan whose phase composition varies (the strongest line of one phase waxing
+  /// and waning next to another's) does not read as a shift. The expectation is taken as noiseless. Use one
+  /// form per tracker.
+  std::optional<EnergyShiftEvent> Add(const Eigen::VectorXd& summed_counts, uint64_t spectra,
+                                      const Eigen::VectorXd& expected_counts);
   /// The model was shifted by delta_channels: later estimates are relative to it.
   void ApplyCorrection(double delta_channels);
 
@@ -101,9 +108,13 @@ class EnergyShiftTracker {
   /// Fits the shift of `block` (summed counts of `spectra` spectra) against the reference: the estimate of
   /// Add without the detection (exposed for tests and tools). Empty if there is no reference or the fit fails.
   std::optional<EnergyShiftEstimate> Estimate(const Eigen::VectorXd& block, uint64_t spectra) const;
+  /// The same fit against `reference` (any scale; `reference_spectra` = spectra averaged into it, 0 = noiseless).
+  std::optional<EnergyShiftEstimate> EstimateAgainst(const Eigen::VectorXd& block, uint64_t spectra,
+                                                     const Eigen::VectorXd& reference, double reference_spectra) const;
 
  private:
   void BuildReference();
+  std::optional<EnergyShiftEvent> CloseBlock(const Eigen::VectorXd* expected);
   std::optional<EnergyShiftEvent> Detect(const EnergyShiftEstimate& e);
 
   int channels_;
@@ -116,6 +127,7 @@ class EnergyShiftTracker {
   double corrections_ = 0;
 
   Eigen::VectorXd block_;
+  Eigen::VectorXd block_expected_;  // the expected counts of the block's spectra (Add with expectations)
   uint64_t block_spectra_ = 0;
   uint64_t block_first_ = 0;
   uint64_t spectra_seen_ = 0;

@@ -64,12 +64,14 @@ void EstimateNoiseAndRank(PcaModel& model, int rank, bool auto_rank, int rank_mi
 
 /// Block incremental thin SVD (Brand 2006 / Ross et al. 2008) with mean update (as sklearn IncrementalPCA) and
 /// exponential forgetting. Per update of b spectra B, with state (U, s, mean, n):
-///   decay s ← λ^{b/2} s, n ← λ^b n; append sqrt(n·b/(n+b))·(mean − mean_B) to the centred block;
-///   P = Uᵀ B;  R = B − U P = Q_r R_r (from RᵀR = V Λ Vᵀ: R_r = Λ^{1/2}Vᵀ, Q_r = R V Λ^{-1/2}, never formed);
+///   decay s ← λ^{b/2} s, n ← λ^b n; centre the block on its mean as b − 1 columns (a Householder reflection
+///   drops the exact zero column centring leaves) and append sqrt(n·b/(n+b))·(mean − mean_B);
+///   P = Uᵀ B;  R = B − U P = Q_r R_r by Cholesky QR of RᵀR = L Lᵀ (R_r = Lᵀ), or, when RᵀR is rank-deficient or
+///   ill-conditioned, from its eigen-decomposition V Λ Vᵀ (R_r = Λ^{1/2}Vᵀ); Q_r is never formed;
 ///   SVD of M = [[diag(s), P], [0, R_r]] = Ũ S̃ Ṽᵀ; U ← [U Q_r] Ũ[:, :k'], s ← S̃[:k'], with k' <= k_max
 ///   (components at float rounding level are dropped).
-/// Cost per spectrum O(D·k_max·(1 + k_max/b) + D·b) flops, all in float GEMMs, plus two small eigenproblems
-/// in double per update ((b + 1)² and (k_max + b)²).
+/// Cost per spectrum O(D·k_max·(1 + k_max/b) + D·b) flops, all in float GEMMs, plus per update a b x b Cholesky
+/// (or eigenproblem) and one (k_max + b)² eigenproblem in double, now the largest single cost.
 ///
 /// Concurrency: Add/Flush/Reset must be called by one thread at a time (a serial flow-graph stage).
 /// Model() may be called from any thread, concurrently with them. Neither copyable nor movable.

@@ -36,17 +36,17 @@ double RobustUpperBound(std::vector<double> values, double sigmas) {
 
 void NoveltyOptions::Validate() const {
   tail.Validate("novelty.tail");
-  const double per_score = use_hotelling ? false_alarm_rate / 2.0 : false_alarm_rate;
-  if (!(false_alarm_rate > 0.0 && per_score < 1.0 - tail.initial_quantile)) {
-    Fail("false_alarm_rate", "in (0, 1 - tail.initial_quantile) (halved per score with use_hotelling)",
-         false_alarm_rate);
+  if (!(false_alarm_rate > 0.0 && false_alarm_rate < 1.0 - tail.initial_quantile)) {
+    Fail("false_alarm_rate", "in (0, 1 - tail.initial_quantile)", false_alarm_rate);
   }
   if (calibration_spectra < 1000) Fail("calibration_spectra", ">= 1000", calibration_spectra);
   if (exclusion_min_samples < 100) Fail("exclusion_min_samples", ">= 100", exclusion_min_samples);
   if (!(exclusion_sigma > 0.0)) Fail("exclusion_sigma", "> 0", exclusion_sigma);
   if (regime_window_spectra < 1) Fail("regime_window_spectra", ">= 1", regime_window_spectra);
   if (!(regime_fraction > 0.0 && regime_fraction <= 1.0)) Fail("regime_fraction", "in (0, 1]", regime_fraction);
+  if (regime_min_span_spectra < 0) Fail("regime_min_span_spectra", ">= 0", regime_min_span_spectra);
   if (absorb_spectra < 0) Fail("absorb_spectra", ">= 0", absorb_spectra);
+  if (!(hotelling_share > 0.0 && hotelling_share < 1.0)) Fail("hotelling_share", "in (0, 1)", hotelling_share);
 }
 
 const char* ToString(NoveltyState state) {
@@ -117,7 +117,11 @@ std::optional<RegimeChange> NoveltyDetector::Observe(std::span<const float> z, s
       }
       if (state_ == NoveltyState::kMonitoring) {
         while (!recent_novel_.empty() && recent_novel_.front() + window <= index) recent_novel_.pop_front();
-        if (recent_novel_.size() >= needed_novel) {
+        // Persistent: the novelty has lasted regime_min_span_spectra, so a cause found and corrected meanwhile (an
+        // energy step the model is shifted to follow, ClearRegimeWindow) does not pass for a new phase.
+        if (recent_novel_.size() >= needed_novel &&
+            index - recent_novel_.front() >=
+                static_cast<uint64_t>(std::min(options_.regime_min_span_spectra, options_.regime_window_spectra / 2))) {
           change = RegimeChange{recent_novel_.front(),
                                 static_cast<double>(recent_novel_.size()) / static_cast<double>(window),
                                 options_.regime_window_spectra};
@@ -135,8 +139,9 @@ std::optional<RegimeChange> NoveltyDetector::Observe(std::span<const float> z, s
 }
 
 NoveltyVerdict NoveltyDetector::Calibrate(float z, float t2, bool reference) {
-  if (exclusion_active_ &&
-      (z > z_exclusion_ || (options_.use_hotelling && std::sqrt(std::max(t2, 0.0f)) > root_t2_exclusion_))) {
+  // Only by z: T² of a scan with phase domains is multi-modal (pure-phase pixels sit far out on one axis), so a
+  // robust spread says nothing about its outliers, and excluding by it would keep whole phases from the model.
+  if (exclusion_active_ && z > z_exclusion_) {
     ++excluded_;
     return NoveltyVerdict::kExcluded;
   }
@@ -164,23 +169,18 @@ void NoveltyDetector::RefreshExclusion() {
   exclusion_refreshed_at_ = since_attempt_;
   exclusion_active_ = true;
   z_exclusion_ = RobustUpperBound(std::vector<double>(z_samples_.begin(), z_samples_.end()), options_.exclusion_sigma);
-  std::vector<double> root_t2;
-  if (options_.use_hotelling) {
-    root_t2.reserve(t2_samples_.size());
-    for (double v : t2_samples_) root_t2.push_back(std::sqrt(std::max(v, 0.0)));
-  }
-  root_t2_exclusion_ = RobustUpperBound(std::move(root_t2), options_.exclusion_sigma);
 }
 
 void NoveltyDetector::TryFit() {
   attempted_ = true;
   since_attempt_ = 0;
   exclusion_refreshed_at_ = 0;
-  const double alpha = options_.use_hotelling ? options_.false_alarm_rate / 2.0 : options_.false_alarm_rate;
-  deviance_fit_ = FitTailThreshold(std::vector<double>(z_samples_.begin(), z_samples_.end()), alpha, options_.tail);
+  const double share = options_.use_hotelling ? options_.hotelling_share : 0.0;
+  deviance_fit_ = FitTailThreshold(std::vector<double>(z_samples_.begin(), z_samples_.end()),
+                                   options_.false_alarm_rate * (1.0 - share), options_.tail);
   if (options_.use_hotelling) {
-    hotelling_fit_ =
-        FitTailThreshold(std::vector<double>(t2_samples_.begin(), t2_samples_.end()), alpha, options_.tail);
+    hotelling_fit_ = FitTailThreshold(std::vector<double>(t2_samples_.begin(), t2_samples_.end()),
+                                      options_.false_alarm_rate * share, options_.tail);
   }
   calibration_problem_.clear();
   if (!deviance_fit_.ok) calibration_problem_ = "deviance_z tail fit: " + deviance_fit_.failure;

@@ -14,7 +14,7 @@ namespace {
 template <typename T>
 [[noreturn]] void Fail(const std::string& field, const std::string& requirement, T got) {
   std::ostringstream message;
-  message << "novelty.regions." << field << " must be " << requirement << ", got " << got;
+  message << "novelty." << field << " must be " << requirement << ", got " << got;
   throw ConfigError(message.str());
 }
 

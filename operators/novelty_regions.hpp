@@ -34,11 +34,11 @@
 
 namespace specwatch {
 
-/// Options of the region grouping (config section "novelty.regions").
+/// Options of the region grouping (config section "novelty").
 struct NoveltyRegionsOptions {
   uint32_t max_regions = 1024;  ///< live regions kept; an isolated novel position beyond them is not assigned
   int connectivity = 8;         ///< 8: diagonal neighbours join; 4: only edge neighbours
-  /// Throws ConfigError naming the field ("novelty.regions.max_regions ...").
+  /// Throws ConfigError naming the field ("novelty.max_regions ...").
   void Validate() const;
 };
 

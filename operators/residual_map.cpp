@@ -85,9 +85,14 @@ std::vector<PassMap> ResidualMapper::Add(const ResidualFrame& f) {
       continue;
     }
     const size_t at = size_t{p.y} * m.shape.width + p.x;
-    if (!seen_[at]) {
-      seen_[at] = 1;
+    constexpr uint8_t kSeen = 1, kNovel = 2;
+    if (!(seen_[at] & kSeen)) {
+      seen_[at] |= kSeen;
       ++positions_seen_;
+    }
+    if (i < f.novel.size() && f.novel[i] && !(seen_[at] & kNovel)) {
+      seen_[at] |= kNovel;
+      ++m.novel_positions;
     }
     if (scored && m.statistic.empty()) m.statistic = std::string(f.statistic);
     if (!scored || m.statistic != f.statistic || !std::isfinite(f.values[i])) {

@@ -51,6 +51,7 @@ struct PassMap {
   uint64_t first_frame = 0;
   uint64_t last_frame = 0;
   uint64_t model_version = 0;    ///< of the last scored spectrum
+  uint64_t novel_positions = 0;  ///< positions with a spectrum flagged novel in this pass
   RobustSummary summary;         ///< of the scored positions; filled when the map is handed out
 };
 
@@ -62,6 +63,7 @@ struct ResidualFrame {
   std::span<const float> values;          ///< one per position, or empty when the frame was not scored
   std::string_view statistic;             ///< what `values` are ("deviance_z", "residual_norm")
   uint64_t model_version = 0;
+  std::span<const uint8_t> novel;         ///< one per position (1 = flagged novel), or empty
 };
 
 class ResidualMapper {
@@ -89,7 +91,7 @@ class ResidualMapper {
   double outlier_sigma_;
   uint64_t max_positions_;
   std::optional<PassMap> open_;
-  std::vector<uint8_t> seen_;            // per position of the open pass
+  std::vector<uint8_t> seen_;            // per position of the open pass: kSeen | kNovel
   uint64_t positions_seen_ = 0;
   std::optional<uint32_t> last_closed_;  // last pass handed out in this series
   uint64_t spectra_unmapped_ = 0;

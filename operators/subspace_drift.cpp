@@ -16,7 +16,7 @@ namespace {
 template <typename T>
 [[noreturn]] void Fail(const std::string& field, const std::string& requirement, T got) {
   std::ostringstream message;
-  message << "drift.subspace." << field << " must be " << requirement << ", got " << got;
+  message << "drift.subspace_" << field << " must be " << requirement << ", got " << got;
   throw ConfigError(message.str());
 }
 

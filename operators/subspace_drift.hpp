@@ -30,7 +30,7 @@ Eigen::VectorXd PrincipalAnglesDeg(const Eigen::Ref<const Eigen::MatrixXd>& a,
 struct SubspaceDriftOptions {
   double threshold_deg = 10.0;  ///< largest principal angle of the reference rank that counts as drift
   int confirm_checks = 2;       ///< consecutive checks above the threshold before an event (one noisy basis is not)
-  /// Throws ConfigError naming the field ("drift.subspace.threshold_deg ...").
+  /// Throws ConfigError naming the field ("drift.subspace_threshold_deg ...").
   void Validate() const;
 };
 

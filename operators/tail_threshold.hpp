@@ -42,7 +42,7 @@ namespace specwatch {
 struct TailFitOptions {
   double initial_quantile = 0.98;    ///< u: the quantile of the samples above which peaks are fitted
   double max_trim_fraction = 0.005;  ///< at most this fraction of the samples is trimmed as contamination
-  double trim_p_value = 1e-2;        ///< a top sample is trimmed when its rank is this improbable under the fit
+  double trim_p_value = 1e-4;        ///< a top sample is trimmed when its rank is this improbable under the fit
   int min_peaks = 30;                ///< fewer peaks above u: the fit fails
   /// Throws ConfigError naming the field ("<prefix>.initial_quantile ...").
   void Validate(std::string_view prefix = "tail") const;

@@ -57,6 +57,7 @@ Pipeline::Pipeline(const ServiceOptions& options, ServiceMetrics& metrics, Outpu
       log_(std::move(log)),
       slots_(std::make_shared<Slots>(options.max_frames_in_flight, metrics.frames_in_flight)),
       model_(std::make_shared<const PcaModel>()),
+      monitor_(options, metrics, out, log_),
       arena_(ComputeThreads(options), /*reserved_for_masters=*/0) {
   // A graph belongs to the arena it is built in.
   arena_.execute([this] { nodes_ = std::make_unique<Nodes>(*this); });
@@ -103,7 +104,14 @@ void Pipeline::Drain() {
 }
 
 void Pipeline::RequestReset() {
+  monitor_.RequestModelReset();
   arena_.execute([this] { nodes_->model_update.try_put(UpdateItem{UpdateItem::Op::kReset, nullptr, false}); });
+}
+
+bool Pipeline::RequestRecalibrate(std::optional<ScanRect> reference) {
+  if (!options_.monitor.novelty) return false;
+  monitor_.RequestRecalibrate(reference);
+  return true;
 }
 
 Pipeline::ProcessedPtr Pipeline::DenoiseItem(WorkItem item) const {
@@ -118,6 +126,12 @@ Pipeline::ProcessedPtr Pipeline::DenoiseItem(WorkItem item) const {
   static const PcaModel kNothingLearnt;  // Denoise passes the data through unchanged
   auto result = std::make_shared<DenoiseResult>();
   Denoise(usable ? *model : kNothingLearnt, b.counts, result.get());
+  if (monitor_.enabled() && options_.monitor.energy) {
+    // Column by column: each add is one vectorised pass over a spectrum (rowwise().sum() would stride).
+    Eigen::VectorXf sum = Eigen::VectorXf::Zero(b.Channels());
+    for (int i = 0; i < b.Spectra(); ++i) sum += b.counts.col(i);
+    p->frame_sum = std::make_shared<Eigen::VectorXd>(sum.cast<double>());
+  }
   metrics_.Latency(Stage::kDenoise).Observe(NowSteady() - t0);
 
   auto env = std::make_shared<wire::Envelope>();
@@ -144,6 +158,10 @@ Pipeline::ProcessedPtr Pipeline::DenoiseItem(WorkItem item) const {
     d->mutable_residual_chi2()->Add(result->residual_chi2.data(),
                                     result->residual_chi2.data() + result->residual_chi2.size());
   }
+  if (usable) {
+    d->mutable_hotelling_t2()->Add(result->hotelling_t2.data(),
+                                   result->hotelling_t2.data() + result->hotelling_t2.size());
+  }
   if (usable && model->Weighted()) {
     d->mutable_deviance_z()->Add(result->deviance_z.data(), result->deviance_z.data() + result->deviance_z.size());
     d->mutable_spectrum_scale()->Reserve(b.Spectra());
@@ -154,6 +172,7 @@ Pipeline::ProcessedPtr Pipeline::DenoiseItem(WorkItem item) const {
   d->set_acquisition_time_s(b.meta.acquisition_time_s);
   p->model_used = usable;
   p->weighted = usable && model->Weighted();
+  if (usable) p->model = model;
   p->result = std::move(result);
   p->envelope = std::move(env);
   return p;
@@ -169,6 +188,7 @@ void Pipeline::InOrder(const ProcessedPtr& p) {
       if (options_.reset_model_on_new_series) RequestReset();
       PublishResidualMap(residual_maps_.Close("new_series"));
       warned_no_scan_shape_ = false;
+      monitor_.StartSeries(item.series);
       item.token.reset();
       return;
     case WorkItem::Kind::kSeriesEnd:
@@ -185,8 +205,15 @@ void Pipeline::InOrder(const ProcessedPtr& p) {
     if (options_.reset_model_on_new_series) RequestReset();
     PublishResidualMap(residual_maps_.Close("new_series"));
     warned_no_scan_shape_ = false;
+    monitor_.StartSeries(item.series);
   }
   const SpectrumBatch& b = *item.batch;
+  // Novelty and drift first: they decide what the model may learn from this frame, and their events leave
+  // before the frame's own denoised message.
+  p->learn = monitor_.Observe(*p);
+  if (p->learn.shift_model_channels != 0.0 || p->learn.take_subspace_reference) {
+    nodes_->model_update.try_put(UpdateItem{UpdateItem::Op::kMonitor, p, false});
+  }
   // Offer the frame to the model. The update holds the token too, so the slot stays taken until it ran.
   const bool offer =
       !frozen_.load() && (options_.model_updates == ModelUpdates::kAll ||
@@ -225,6 +252,7 @@ void Pipeline::MapResiduals(const Processed& p) {
     f.statistic = p.weighted ? "deviance_z" : "residual_norm";
     f.model_version = p.envelope->denoised().model_version();
   }
+  if (p.learn.novel) f.novel = *p.learn.novel;
   map_series_ = b.meta.series_id;
   const uint64_t unmapped = residual_maps_.spectra_unmapped();
   std::vector<PassMap> done = residual_maps_.Add(f);
@@ -261,6 +289,8 @@ void Pipeline::PublishResidualMap(std::optional<PassMap> map) {
   r->set_first_frame_number(map->first_frame);
   r->set_last_frame_number(map->last_frame);
   r->set_model_version(map->model_version);
+  r->set_novel_positions(map->novel_positions);
+  r->set_novelty_threshold(monitor_.Snapshot().novelty_threshold);
   metrics_.residual_map_outliers.Set(static_cast<double>(s.outliers));
   log_->debug("residual map, series '{}' pass {} ({}): {} of {} positions scored, median {:.3g}, robust sigma {:.3g}, "
               "{} outliers", map_series_, map->pass, map->closed_by, map->positions_scored, map->values.size(),
@@ -292,7 +322,21 @@ void Pipeline::ModelUpdate(const UpdateItem& u) {
     out_.Push(std::move(m));
     return;
   }
+  if (u.op == UpdateItem::Op::kMonitor) {
+    const LearnDecision& decision = u.processed->learn;
+    if (decision.shift_model_channels != 0.0 && learner_ && learner_->Model()->spectra_seen > 0) {
+      learner_->ShiftChannels(decision.shift_model_channels);
+      InstallModel(learner_->Model(), u.processed->item.batch->meta.series_id);
+      log_->info("model shifted by {:.3f} channels to follow the energy axis", decision.shift_model_channels);
+    }
+    // After a correction too: the reference basis is re-expressed on the corrected axis.
+    if (decision.take_subspace_reference || decision.shift_model_channels != 0.0) {
+      monitor_.TakeSubspaceReference(*Model());
+    }
+    return;
+  }
   if (u.op == UpdateItem::Op::kReset) {
+    monitor_.ModelReset();
     if (learner_) learner_->Reset();
     SetModel(std::make_shared<const PcaModel>());
     learnt_since_reset_.store(0);
@@ -339,16 +383,36 @@ void Pipeline::ModelUpdate(const UpdateItem& u) {
     }
   }
   const uint64_t refreshes_before = learner_->weight_refreshes();
-  learner_->Add(b.counts);
+  Learn(b, u.processed->learn);
   metrics_.model_weight_refreshes.Increment(static_cast<double>(learner_->weight_refreshes() - refreshes_before));
   InstallModel(learner_->Model(), b.meta.series_id);
-  metrics_.model_spectra.Increment(static_cast<double>(b.Spectra()));
+  if (learner_->weight_refreshes() != refreshes_before) monitor_.ModelReexpressed(*Model());
+  const uint32_t learnt = static_cast<uint32_t>(b.Spectra()) - u.processed->learn.excluded;
+  metrics_.model_spectra.Increment(static_cast<double>(learnt));
+  metrics_.model_spectra_excluded.Increment(static_cast<double>(u.processed->learn.excluded));
+  monitor_.AfterModelUpdate(*Model(), learnt, b.meta.series_id);
   const double t1 = NowSteady();
   metrics_.Latency(Stage::kModelUpdate).Observe(t1 - t0);
   // when_idle keeps the update within its CPU budget: after an update of t seconds, the next frame is
   // offered t * (1/budget - 1) seconds later.
   next_offer_s_.store(t1 + (t1 - t0) * (1.0 / options_.model_update_budget - 1.0));
   learnt_since_reset_ += static_cast<uint64_t>(b.Spectra());  // last: status readers see a settled model
+}
+
+void Pipeline::Learn(const SpectrumBatch& b, const LearnDecision& decision) {
+  if (!decision.learn) {
+    learner_->Add(b.counts);
+    return;
+  }
+  // Novel spectra (and provisional outliers while calibrating) are never learnt: the model must not absorb
+  // the discovery it is there to reveal.
+  const std::vector<uint8_t>& mask = *decision.learn;
+  learn_columns_.resize(b.Channels(), b.Spectra() - static_cast<Eigen::Index>(decision.excluded));
+  Eigen::Index kept = 0;
+  for (int i = 0; i < b.Spectra(); ++i) {
+    if (mask[static_cast<size_t>(i)]) learn_columns_.col(kept++) = b.counts.col(i);
+  }
+  if (kept > 0) learner_->Add(learn_columns_.leftCols(kept));
 }
 
 void Pipeline::InstallModel(std::shared_ptr<const PcaModel> model, const std::string& series_id) {

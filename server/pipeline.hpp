@@ -25,6 +25,7 @@
 #include "operators/incremental_svd.hpp"
 #include "operators/residual_map.hpp"
 #include "operators/streaming_model.hpp"
+#include "server/monitor_stage.hpp"
 #include "server/output_queue.hpp"
 #include "server/service_metrics.hpp"
 #include "server/service_options.hpp"
@@ -37,6 +38,7 @@
 #include <atomic>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <semaphore>
 
 namespace specwatch::server {
@@ -59,11 +61,15 @@ struct DenoisedItem {
   std::shared_ptr<wire::Envelope> envelope;  ///< kFrame: the "denoised" message, built off the serial path
   bool model_used = false;                   ///< kFrame: denoised with a model (residuals are meaningful)
   bool weighted = false;                     ///< kFrame: ... a Poisson-weighted one (deviance_z is set)
+  std::shared_ptr<Eigen::VectorXd> frame_sum; ///< kFrame, energy tracking on: counts summed over the spectra
+  std::shared_ptr<const PcaModel> model;      ///< kFrame: the model it was denoised with (null: none)
+  LearnDecision learn;                        ///< kFrame: set by in_order before the frame goes to the model
 };
 
 /// What the serial model-update stage receives, in frame order.
 struct ModelUpdateItem {
-  enum class Op { kLearn, kReset, kSeriesEnd };
+  /// kMonitor: the monitor's instructions for the model (energy correction, subspace reference), never skipped.
+  enum class Op { kLearn, kReset, kSeriesEnd, kMonitor };
   Op op = Op::kLearn;
   std::shared_ptr<DenoisedItem> processed;  ///< kLearn: the frame; kSeriesEnd: the end marker
   bool counted_pending = false;             ///< it was counted in the pending updates
@@ -92,6 +98,10 @@ class Pipeline {
   }
   /// Forget the model; takes effect in order, before the next frame's update.
   void RequestReset();
+  /// Learn the novelty thresholds anew from the next nominal spectra (of `reference` positions when given).
+  /// False when novelty detection is off.
+  bool RequestRecalibrate(std::optional<ScanRect> reference);
+  MonitorSnapshot MonitorState() const { return monitor_.Snapshot(); }
   void SetFrozen(bool frozen) { frozen_.store(frozen); }
   bool frozen() const { return frozen_.load(); }
   uint32_t InFlight() const { return slots_->in_flight.load(); }
@@ -115,6 +125,8 @@ class Pipeline {
   /// in_order node: adds a frame's residuals to the scan-pass map; hands out the maps it finished.
   void MapResiduals(const Processed& p);
   void PublishResidualMap(std::optional<PassMap> map);
+  /// model_update node: learns the frame's spectra the monitor let through.
+  void Learn(const SpectrumBatch& b, const LearnDecision& decision);
 
   const ServiceOptions& options_;
   ServiceMetrics& metrics_;
@@ -144,9 +156,11 @@ class Pipeline {
   std::atomic<uint64_t> learnt_since_reset_{0};
   std::atomic<bool> restored_{false};    // the model came from initial_model: warm without warmup_spectra
   std::unique_ptr<StreamingModel> learner_;  // model_update node only
+  Eigen::MatrixXf learn_columns_;            // model_update node only: the learnt columns of a frame
   int unusable_channels_ = -1;           // model_update node only: channel count the options cannot fit
 
   // in_order node only (and CloseResidualMap once drained).
+  MonitorStage monitor_;  // its own contract per method (server/monitor_stage.hpp)
   ResidualMapper residual_maps_;
   std::string map_series_;               // series of the open pass
   bool warned_no_scan_shape_ = false;    // per series

@@ -266,6 +266,12 @@ wire::Status Service::BuildStatus() const {
   s.set_spectra_in_model(pipeline_.SpectraLearnt());
   s.set_publisher_epoch(epoch_);
   s.set_model_spectra_skipped(static_cast<uint64_t>(metrics_.model_spectra_skipped.Value()));
+  const MonitorSnapshot monitor = pipeline_.MonitorState();
+  s.set_novelty_state(monitor.novelty_state);
+  s.set_novelty_threshold(monitor.novelty_threshold);
+  s.set_novel_spectra(monitor.novel_spectra);
+  s.set_energy_shift_channels(monitor.energy_shift_channels);
+  s.set_subspace_angle_deg(monitor.subspace_angle_deg);
   return s;
 }
 
@@ -323,6 +329,28 @@ void Service::ControlLoop() {
             reply.set_message(std::string("model not saved: ") + e.what());
           }
           break;
+        case wire::COMMAND_RECALIBRATE: {
+          std::optional<ScanRect> region;
+          if (req.has_reference_region()) {
+            const auto& r = req.reference_region();
+            if (r.x_min() > r.x_max() || r.y_min() > r.y_max()) {
+              reply.set_ok(false);
+              reply.set_message("recalibrate: reference_region needs x_min <= x_max and y_min <= y_max");
+              break;
+            }
+            region = ScanRect{r.x_min(), r.y_min(), r.x_max(), r.y_max()};
+          }
+          if (!pipeline_.RequestRecalibrate(region)) {
+            reply.set_ok(false);
+            reply.set_message("recalibrate: novelty detection is off (novelty.enabled: false)");
+            break;
+          }
+          reply.set_message(region ? fmt::format("novelty thresholds are re-learnt from the next spectra in x {}..{}, "
+                                                 "y {}..{}", region->x_min, region->x_max, region->y_min,
+                                                 region->y_max)
+                                   : std::string("novelty thresholds are re-learnt from the next spectra"));
+          break;
+        }
         case wire::COMMAND_SHUTDOWN:
           reply.set_message("shutting down");
           Stop();

@@ -39,10 +39,32 @@ ServiceMetrics::ServiceMetrics(prometheus::Registry& r)
                     .Register(r)
                     .Add({}, prometheus::Histogram::BucketBoundaries{1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3,
                                                                      1.0, 3.0, 10.0})),
+      model_spectra_excluded(MakeCounter(r, "specwatch_model_spectra_excluded_total",
+                                         "Spectra flagged novel (or outliers while calibrating): never learnt")),
+      novelty_spectra(MakeCounter(r, "specwatch_novelty_spectra_total", "Spectra flagged novel")),
+      novelty_events(MakeCounter(r, "specwatch_novelty_events_total",
+                                 "Novelty events published (the first spectrum of each new region)")),
+      novelty_state(MakeGauge(r, "specwatch_novelty_calibration_state",
+                              "Novelty detector: 0 off or waiting for a model, 1 calibrating, 2 monitoring, "
+                              "3 absorbing a new phase")),
+      novelty_threshold(MakeGauge(r, "specwatch_novelty_threshold",
+                                  "Threshold on the standardised Poisson deviance (0 while not calibrated)")),
+      energy_shift_channels(MakeGauge(r, "specwatch_energy_shift_channels",
+                                      "Energy-axis shift of the current series, channels (corrections included)")),
+      energy_shift_axis(MakeGauge(r, "specwatch_energy_shift_ev",
+                                  "Energy-axis shift of the current series in eV (axes in eV or keV; other axes in "
+                                  "their own unit)")),
+      subspace_angle(MakeGauge(r, "specwatch_subspace_angle_degrees",
+                               "Largest principal angle between the model and its reference basis")),
       published_family_(prometheus::BuildCounter()
                             .Name("specwatch_published_messages_total")
                             .Help("Messages published, by topic")
-                            .Register(r)) {
+                            .Register(r)),
+      drift_family_(prometheus::BuildCounter()
+                        .Name("specwatch_drift_events_total")
+                        .Help("Drift events published, by kind")
+                        .Register(r)) {
+  for (const char* kind : kDriftKinds) drift_events_[kind] = &drift_family_.Add({{"kind", kind}});
   auto& frames = prometheus::BuildCounter()
                      .Name("specwatch_frames_rejected_total")
                      .Help("Messages rejected, by reason")
@@ -72,6 +94,13 @@ prometheus::Counter& ServiceMetrics::Published(const std::string& topic) {
   if (it != published_.end()) return *it->second;
   // Only the publisher thread publishes, so adding here is single-threaded.
   return *published_.emplace(topic, &published_family_.Add({{"topic", topic}})).first->second;
+}
+
+prometheus::Counter& ServiceMetrics::DriftEvents(const std::string& kind) {
+  std::lock_guard lock(drift_mutex_);
+  auto it = drift_events_.find(kind);
+  if (it != drift_events_.end()) return *it->second;
+  return *drift_events_.emplace(kind, &drift_family_.Add({{"kind", kind}})).first->second;
 }
 
 }  // namespace specwatch::server

@@ -12,6 +12,7 @@
 
 #include <array>
 #include <map>
+#include <mutex>
 #include <string>
 
 namespace specwatch::server {
@@ -40,11 +41,22 @@ class ServiceMetrics {
   prometheus::Counter& model_rank_changes;  ///< "model" events: the rank changed between two versions
   prometheus::Gauge& residual_map_outliers; ///< positions >= 5 robust sigma in the last residual map
   prometheus::Histogram& input_lag;  ///< receipt (Unix) minus the frame's acquisition time: backlog upstream
+  prometheus::Counter& model_spectra_excluded;  ///< flagged novel (or provisional outliers): never learnt
+  prometheus::Counter& novelty_spectra;   ///< spectra flagged novel (rate(): the novelty rate)
+  prometheus::Counter& novelty_events;    ///< novelty events published (one per new region)
+  prometheus::Gauge& novelty_state;       ///< 0 off or waiting, 1 calibrating, 2 monitoring, 3 absorbing
+  prometheus::Gauge& novelty_threshold;   ///< on deviance_z; 0 while not calibrated
+  prometheus::Gauge& energy_shift_channels;  ///< total energy-axis shift of the series
+  prometheus::Gauge& energy_shift_axis;   ///< the same in energy-axis units (eV for EELS and EDS)
+  prometheus::Gauge& subspace_angle;      ///< largest principal angle to the reference basis, degrees
 
   prometheus::Counter& FramesRejected(stream::RejectReason r) { return *frames_rejected_.at(r); }
   prometheus::Counter& SpectraRejected(stream::RejectReason r) { return *spectra_rejected_.at(r); }
   prometheus::Counter& Published(const std::string& topic);
   prometheus::Histogram& Latency(Stage s) { return *latency_[static_cast<size_t>(s)]; }
+  /// Drift events by kind ("energy", "subspace", "statistics", "new_phase"); other kinds are added on first use
+  /// (from the in_order or the model_update node: guarded).
+  prometheus::Counter& DriftEvents(const std::string& kind);
 
  private:
   prometheus::Family<prometheus::Counter>& published_family_;
@@ -52,9 +64,15 @@ class ServiceMetrics {
   std::map<stream::RejectReason, prometheus::Counter*> spectra_rejected_;
   std::map<std::string, prometheus::Counter*> published_;  // filled at construction for known topics
   std::array<prometheus::Histogram*, kStageLabels.size()> latency_{};
+  prometheus::Family<prometheus::Counter>& drift_family_;
+  std::mutex drift_mutex_;
+  std::map<std::string, prometheus::Counter*> drift_events_;
 };
 
+inline constexpr std::array<const char*, 4> kDriftKinds = {"energy", "subspace", "statistics", "new_phase"};
+
 /// Topics the service publishes; their counters exist from the start (so dashboards show zeros).
-inline constexpr std::array<const char*, 5> kTopics = {"denoised", "snapshot", "status", "model", "residual_map"};
+inline constexpr std::array<const char*, 7> kTopics = {"denoised", "snapshot", "status", "model", "residual_map",
+                                                       "novelty", "drift"};
 
 }  // namespace specwatch::server

@@ -47,6 +47,13 @@ Weighting ParseWeighting(const std::string& v, const std::string& where) {
   throw ConfigError(where + " must be \"auto\", \"poisson\" or \"none\", got \"" + v + "\"");
 }
 
+EnergyCorrection ParseEnergyCorrection(const std::string& v, const std::string& where) {
+  if (v == "auto") return EnergyCorrection::kAuto;
+  if (v == "on") return EnergyCorrection::kOn;
+  if (v == "off") return EnergyCorrection::kOff;
+  throw ConfigError(where + " must be \"auto\", \"on\" or \"off\", got \"" + v + "\"");
+}
+
 DenoisedPayload ParseDenoisedPayload(const std::string& v, const std::string& where) {
   if (v == "spectra") return DenoisedPayload::kSpectra;
   if (v == "scores") return DenoisedPayload::kScores;
@@ -82,6 +89,9 @@ void ServiceOptions::Validate() const {
   // Channel-dependent limits (rank + oversample <= channels) are checked when the first frame arrives.
   pca.Validate(/*channels=*/1 << 16);
   weighting_options.Validate();
+  monitor.Validate();
+  subspace_drift.Validate();
+  Require(subspace_check_spectra >= 1, "drift.subspace_check_spectra must be >= 1");
 }
 
 ServiceOptions LoadConfigFile(const std::string& path, ServiceOptions o) {
@@ -130,6 +140,36 @@ ServiceOptions LoadConfigFile(const std::string& path, ServiceOptions o) {
     if (p.has_auto_rank()) o.pca.auto_rank = p.auto_rank();
     if (p.has_rank_min()) o.pca.rank_min = static_cast<int>(p.rank_min());
   }
+  if (c.has_novelty()) {
+    const auto& n = c.novelty();
+    NoveltyOptions& d = o.monitor.detector;
+    if (n.has_enabled()) o.monitor.novelty = n.enabled();
+    if (n.has_false_alarm_rate()) d.false_alarm_rate = n.false_alarm_rate();
+    if (n.has_calibration_spectra()) d.calibration_spectra = n.calibration_spectra();
+    if (n.has_hotelling()) d.use_hotelling = n.hotelling();
+    if (n.has_regime_window_spectra()) d.regime_window_spectra = n.regime_window_spectra();
+    if (n.has_regime_fraction()) d.regime_fraction = n.regime_fraction();
+    if (n.has_absorb_spectra()) d.absorb_spectra = n.absorb_spectra();
+    if (n.has_contributions()) o.monitor.contributions = static_cast<int>(n.contributions());
+    if (n.has_max_regions()) o.monitor.regions.max_regions = n.max_regions();
+    if (n.has_min_model_spectra()) o.monitor.min_model_spectra = n.min_model_spectra();
+  }
+  if (c.has_drift()) {
+    const auto& d = c.drift();
+    if (d.has_energy()) o.monitor.energy = d.energy();
+    if (d.has_energy_correction()) {
+      o.monitor.energy_correction = ParseEnergyCorrection(d.energy_correction(), "drift.energy_correction");
+    }
+    if (d.has_energy_block_spectra()) o.monitor.energy_shift.block_spectra = static_cast<int>(d.energy_block_spectra());
+    if (d.has_energy_min_shift_channels()) {
+      o.monitor.energy_shift.min_shift_channels = d.energy_min_shift_channels();
+    };
+    if (d.has_subspace()) o.subspace_drift_enabled = d.subspace();
+    if (d.has_subspace_threshold_deg()) o.subspace_drift.threshold_deg = d.subspace_threshold_deg();
+    if (d.has_subspace_check_spectra()) o.subspace_check_spectra = d.subspace_check_spectra();
+    if (d.has_statistics()) o.monitor.statistics = d.statistics();
+    if (d.has_cusum_block_spectra()) o.monitor.cusum.block_spectra = static_cast<int>(d.cusum_block_spectra());
+  }
   try {
     o.Validate();
   } catch (const ConfigError& e) {
@@ -158,6 +198,8 @@ const Flag kFlags[] = {
     {"--threads", "N", "compute threads, default 0 = one per core"},
     {"--denoised-payload", "spectra|scores", "what denoised messages carry, default spectra"},
     {"--initial-model", "FILE", "start from the model in this snapshot file (save_model, tap recording)"},
+    {"--false-alarm-rate", "A", "novelty false alarms per nominal spectrum, default 1e-4"},
+    {"--energy-correction", "auto|on|off", "shift the model to follow the energy axis, default auto (EELS + ZLP)"},
     {"--log-level", "LEVEL", "trace, debug, info (default), warn, error"},
     {"--check-config", "", "validate the configuration, print it and exit"},
     {"--help", "", "this text"},
@@ -171,6 +213,17 @@ uint64_t ParseUnsigned(const std::string& flag, const std::string& v) {
     return static_cast<uint64_t>(x);
   } catch (const std::exception&) {
     throw ConfigError(flag + " needs a non-negative integer, got \"" + v + "\"");
+  }
+}
+
+double ParseDouble(const std::string& flag, const std::string& v) {
+  try {
+    size_t used = 0;
+    const double x = std::stod(v, &used);
+    if (used != v.size()) throw std::invalid_argument(v);
+    return x;
+  } catch (const std::exception&) {
+    throw ConfigError(flag + " needs a number, got \"" + v + "\"");
   }
 }
 
@@ -210,6 +263,8 @@ CommandLine ParseCommandLine(const std::vector<std::string>& args) {
     if (a == "--log-level") o.log_level = v;
     if (a == "--denoised-payload") o.denoised_payload = ParseDenoisedPayload(v, a);
     if (a == "--initial-model") o.initial_model = v;
+    if (a == "--false-alarm-rate") o.monitor.detector.false_alarm_rate = ParseDouble(a, v);
+    if (a == "--energy-correction") o.monitor.energy_correction = ParseEnergyCorrection(v, a);
   }
   if (!cl.help) o.Validate();
   return cl;
@@ -261,6 +316,34 @@ std::string HelpText() {
      << "  weights recomputed after 1, 2, 4 ... x calibration_spectra, then every N; 0 = never\n"
      << "    auto_rank: " << (d.pca.auto_rank ? "true" : "false") << "               rank by the Gavish-Donoho threshold, within [rank_min, rank]\n"
      << "    rank_min: " << d.pca.rank_min << "                    auto_rank: fewest components\n"
+     << "  }\n"
+     << "  novelty {                        (docs/novelty_and_drift.md)\n"
+     << "    enabled: true                  count data with a Poisson-weighted model\n"
+     << "    false_alarm_rate: " << d.monitor.detector.false_alarm_rate << "         per nominal spectrum\n"
+     << "    calibration_spectra: " << d.monitor.detector.calibration_spectra
+     << "     nominal spectra the thresholds are learnt from\n"
+     << "    hotelling: true                also Hotelling T^2 of the scores\n"
+     << "    regime_window_spectra: " << d.monitor.detector.regime_window_spectra
+     << "    recent spectra for the novel fraction\n"
+     << "    regime_fraction: " << d.monitor.detector.regime_fraction
+     << "           novel fraction that means a new phase\n"
+     << "    absorb_spectra: " << d.monitor.detector.absorb_spectra
+     << "           learnt unflagged after a new phase\n"
+     << "    contributions: " << d.monitor.contributions << "               channels listed per event\n"
+     << "    max_regions: " << d.monitor.regions.max_regions << "              novelty regions per series\n"
+     << "    min_model_spectra: " << d.monitor.min_model_spectra
+     << "      spectra learnt before calibration and the energy reference start\n"
+     << "  }\n"
+     << "  drift {\n"
+     << "    energy: true                   track the energy axis\n"
+     << "    energy_correction: \"auto\"      auto (EELS with the zero-loss peak in range) | on | off\n"
+     << "    energy_block_spectra: " << d.monitor.energy_shift.block_spectra << "       spectra per shift estimate\n"
+     << "    energy_min_shift_channels: " << d.monitor.energy_shift.min_shift_channels << "  smallest shift reported\n"
+     << "    subspace: true                 principal angles to the reference basis\n"
+     << "    subspace_threshold_deg: " << d.subspace_drift.threshold_deg << "      largest angle reported\n"
+     << "    subspace_check_spectra: " << d.subspace_check_spectra << "    spectra learnt between checks\n"
+     << "    statistics: true               CUSUM on block means of the novelty score\n"
+     << "    cusum_block_spectra: " << d.monitor.cusum.block_spectra << "        spectra per block mean\n"
      << "  }\n";
   return os.str();
 }

@@ -4,7 +4,9 @@
 /// read-only.
 
 #include "operators/incremental_svd.hpp"
+#include "operators/operando_monitor.hpp"
 #include "operators/poisson_weighting.hpp"
+#include "operators/subspace_drift.hpp"
 
 #include <cstdint>
 #include <string>
@@ -41,6 +43,10 @@ struct ServiceOptions {
   bool reset_model_on_new_series = false;
   uint32_t warmup_spectra = 256;       ///< spectra learnt before denoised output uses the model
   std::string initial_model;           ///< snapshot file the model starts from (server/model_snapshot.hpp); "": none
+  MonitorOptions monitor;              ///< novelty, energy drift, CUSUM (config sections novelty, drift)
+  bool subspace_drift_enabled = true;  ///< drift.subspace
+  SubspaceDriftOptions subspace_drift;
+  uint32_t subspace_check_spectra = 1024;  ///< spectra learnt between two subspace checks
 
   /// Throws ConfigError naming the first bad field.
   void Validate() const;

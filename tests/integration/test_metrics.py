@@ -25,6 +25,15 @@ EXPECTED = {
     "specwatch_model_version": "gauge",
     "specwatch_stage_latency_seconds": "histogram",
     "specwatch_input_lag_seconds": "histogram",
+    "specwatch_model_spectra_excluded_total": "counter",
+    "specwatch_novelty_spectra_total": "counter",
+    "specwatch_novelty_events_total": "counter",
+    "specwatch_novelty_calibration_state": "gauge",
+    "specwatch_novelty_threshold": "gauge",
+    "specwatch_energy_shift_channels": "gauge",
+    "specwatch_energy_shift_ev": "gauge",
+    "specwatch_subspace_angle_degrees": "gauge",
+    "specwatch_drift_events_total": "counter",
 }
 
 

@@ -53,7 +53,7 @@ DEFAULT_FRAMES_ENDPOINT = "@tcp://127.0.0.1:5555"     # FramePublisher: bind
 DEFAULT_PUBLISH_ENDPOINT = ">tcp://127.0.0.1:5556"    # EventSubscriber: connect
 DEFAULT_CONTROL_ENDPOINT = ">tcp://127.0.0.1:5557"    # ControlClient: connect
 
-TOPICS = ("denoised", "snapshot", "status", "model", "residual_map")
+TOPICS = ("denoised", "snapshot", "status", "model", "residual_map", "novelty", "drift")
 RESERVED_TOPICS = ("novelty", "drift", "dose", "damage", "advice")
 
 # Label values of specwatch_frames_rejected_total{reason} and specwatch_spectra_rejected_total{reason}
@@ -678,7 +678,9 @@ class Event:
     topic: str
     envelope: Any                      # specwatch.wire.Envelope
     payload: Optional[np.ndarray]      # float32, reshaped: denoised [spectra, channels], snapshot [1+rank, channels],
-                                       # residual_map [height, width] (NaN: no value at that position)
+                                       # residual_map [height, width] (NaN: no value at that position),
+                                       # novelty_event [3, channels] (raw, denoised, residual),
+                                       # novelty_region [1, channels] (mean raw spectrum of the region)
     raw_payload: Optional[memoryview]  # the payload part as received (also for topics this client can't shape)
     receive_time_s: float              # Unix time of reception
     missed: int = 0                    # messages of this topic lost just before this one (a gap)
@@ -702,13 +704,14 @@ class Event:
 
     @property
     def kind(self) -> Optional[str]:
-        """Name of the Envelope body set: "denoised", "snapshot", "status", "rank_change", "residual_map", or
-        None."""
+        """Name of the Envelope body set: "denoised", "snapshot", "status", "rank_change", "residual_map",
+        "novelty_event", "novelty_region", "novelty_calibration", "drift_event", or None."""
         return self.envelope.WhichOneof("body")
 
     @property
     def body(self):
-        """DenoisedBatch, ModelSnapshot, Status, RankChange, ResidualMap, or None."""
+        """DenoisedBatch, ModelSnapshot, Status, RankChange, ResidualMap, NoveltyEvent, NoveltyRegion,
+        NoveltyCalibration, DriftEvent, or None."""
         kind = self.kind
         return getattr(self.envelope, kind) if kind else None
 
@@ -720,9 +723,31 @@ class Event:
         d = self.envelope.denoised
         return np.asarray(d.scores, dtype=np.float32).reshape(d.spectrum_count, d.rank)
 
+    def _novelty_row(self, row: int) -> Optional[np.ndarray]:
+        if self.kind != "novelty_event" or self.payload is None:
+            return None
+        return self.payload[row]
+
+    @property
+    def raw_spectrum(self) -> Optional[np.ndarray]:
+        """novelty_event: the novel spectrum as measured [channels], counts."""
+        return self._novelty_row(0)
+
+    @property
+    def denoised_spectrum(self) -> Optional[np.ndarray]:
+        """novelty_event: its reconstruction by the model [channels], counts."""
+        return self._novelty_row(1)
+
+    @property
+    def residual_spectrum(self) -> Optional[np.ndarray]:
+        """novelty_event: raw - denoised [channels], counts: what the model could not explain."""
+        return self._novelty_row(2)
+
     @property
     def mean(self) -> Optional[np.ndarray]:
-        """snapshot: the mean spectrum [channels]."""
+        """snapshot: the mean spectrum [channels]; novelty_region: the region's mean raw spectrum."""
+        if self.kind == "novelty_region" and self.payload is not None:
+            return self.payload[0]
         return self.payload[0] if self.topic == "snapshot" and self.payload is not None else None
 
     @property
@@ -746,6 +771,10 @@ def _shape_payload(topic: str, envelope, raw: Optional[memoryview]) -> Optional[
         rows, cols = 1 + envelope.snapshot.rank, envelope.snapshot.channel_count
     elif topic == "residual_map" and envelope.WhichOneof("body") == "residual_map":
         rows, cols = envelope.residual_map.height, envelope.residual_map.width
+    elif topic == "novelty" and envelope.WhichOneof("body") == "novelty_event":
+        rows, cols = 3, envelope.novelty_event.channel_count
+    elif topic == "novelty" and envelope.WhichOneof("body") == "novelty_region":
+        rows, cols = 1, envelope.novelty_region.channel_count
     else:
         return None
     nbytes = 0 if raw is None else raw.nbytes
@@ -954,7 +983,7 @@ class ControlClient:
     connected (the "lazy pirate" pattern). One thread only.
     """
 
-    COMMANDS = ("status", "reset_model", "freeze", "resume", "snapshot", "save_model", "shutdown")
+    COMMANDS = ("status", "reset_model", "freeze", "resume", "snapshot", "save_model", "recalibrate", "shutdown")
 
     def __init__(self, endpoint: str = DEFAULT_CONTROL_ENDPOINT, *, timeout_s: float = 5.0,
                  context: Optional[zmq.Context] = None, protos=None):
@@ -993,11 +1022,16 @@ class ControlClient:
         except ValueError:
             raise ValueError(f"unknown command {command!r}; one of {', '.join(self.COMMANDS)}") from None
 
-    def request(self, command: Union[str, int], timeout_s: Optional[float] = None, *, path: str = ""):
-        """Sends the command (with `path` for save_model) and returns the ControlReply (ok may be false).
-        Raises ControlTimeout."""
+    def request(self, command: Union[str, int], timeout_s: Optional[float] = None, *, path: str = "",
+                reference_region: Optional[Tuple[int, int, int, int]] = None):
+        """Sends the command (with `path` for save_model, `reference_region` (x_min, y_min, x_max, y_max) for
+        recalibrate) and returns the ControlReply (ok may be false). Raises ControlTimeout."""
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
         request = self._pb.control.ControlRequest(command=self.command_value(command), path=path)
+        if reference_region is not None:
+            x_min, y_min, x_max, y_max = (int(v) for v in reference_region)
+            request.reference_region.x_min, request.reference_region.y_min = x_min, y_min
+            request.reference_region.x_max, request.reference_region.y_max = x_max, y_max
         socket = self._connect()
         socket.send(request.SerializeToString())
         if not socket.poll(int(timeout_s * 1000), zmq.POLLIN):
@@ -1011,8 +1045,8 @@ class ControlClient:
             raise ProtocolError(f"reply is not a ControlReply ({e})") from None
         return reply
 
-    def _checked(self, command: str, timeout_s: Optional[float], path: str = ""):
-        reply = self.request(command, timeout_s, path=path)
+    def _checked(self, command: str, timeout_s: Optional[float], path: str = "", **kwargs):
+        reply = self.request(command, timeout_s, path=path, **kwargs)
         if not reply.ok:
             raise ControlError(reply)
         return reply
@@ -1037,6 +1071,13 @@ class ControlClient:
         """The service writes its current model to `path` on the service's host (a snapshot file that
         `specwatch --initial-model` reads). Raises ControlError when it could not (nothing learnt, cannot write)."""
         return self._checked("save_model", timeout_s, path=path)
+
+    def recalibrate(self, reference_region: Optional[Tuple[int, int, int, int]] = None,
+                    timeout_s: Optional[float] = None):
+        """The novelty thresholds are learnt anew from the next nominal spectra (only those at scan positions
+        x_min <= x <= x_max, y_min <= y <= y_max when `reference_region` is given); novelty events pause until
+        then. Raises ControlError when novelty detection is off."""
+        return self._checked("recalibrate", timeout_s, reference_region=reference_region)
 
     def shutdown(self, timeout_s: Optional[float] = None):
         return self._checked("shutdown", timeout_s)

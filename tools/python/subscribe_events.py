@@ -75,6 +75,27 @@ def describe(event):
         text = (f"pass={body.scan_pass} scan={body.width}x{body.height} {body.statistic} closed_by={body.closed_by} "
                 f"scored={body.positions_scored}/{body.width * body.height} median={body.median:.3g} "
                 f"robust_sigma={body.robust_sigma:.3g} outliers_5sigma={body.outliers} max={body.max:.3g}")
+    elif kind == "novelty_event":
+        top = ", ".join(f"{c.energy:.4g}({c.excess_deviance:+.1f})" for c in list(body.contributions)[:4])
+        text = (f"NOVEL at ({body.position.x}, {body.position.y}) pass={body.position.scan_pass} "
+                f"frame={body.frame_number} region={body.region_id} trigger={body.trigger} "
+                f"z={body.deviance_z:.2f}/{body.deviance_threshold:.2f} T2={body.hotelling_t2:.1f}/"
+                f"{body.hotelling_threshold:.1f} p={body.tail_probability:.2g} energies=[{top}]")
+    elif kind == "novelty_region":
+        text = (f"region {body.region_id}: area={body.area_positions} spectra={body.spectra} "
+                f"centroid=({body.centroid_x:.1f}, {body.centroid_y:.1f}) box=({body.x_min}, {body.y_min})-"
+                f"({body.x_max}, {body.y_max}) max_z={body.max_deviance_z:.2f}"
+                + (f" merged={list(body.merged_region_ids)}" if body.merged_region_ids else ""))
+    elif kind == "novelty_calibration":
+        text = (f"novelty {body.state} ({body.reason}) alpha={body.false_alarm_rate:g} "
+                f"threshold z={body.deviance_threshold:.3f} T2={body.hotelling_threshold:.3f}"
+                + (" reference_region" if body.reference_region else ""))
+    elif kind == "drift_event":
+        text = (f"DRIFT {body.kind} {body.magnitude:.4g} {body.unit} confidence={body.confidence:.3g} "
+                f"onset_spectrum={body.onset_spectrum} detected_spectrum={body.detected_spectrum}")
+        if body.kind == "energy":
+            text += (f" shift={body.shift_energy:.4g} {body.energy_axis.unit} total={body.total_shift_channels:.3f} ch "
+                     f"corrected={body.corrected}")
     elif kind == "status":
         text = (f"state={body.state} frames={body.frames_received} spectra={body.spectra_received} "
                 f"published={body.spectra_published} rejected={body.frames_rejected}f/{body.spectra_rejected}s "

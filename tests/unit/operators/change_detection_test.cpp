@@ -40,16 +40,16 @@ TEST_CASE("BlockCusumOptions: Validate names the field; the default h meets the 
   CHECK_NOTHROW(BlockCusumOptions{}.Validate());
   BlockCusumOptions o;
   o.block_spectra = 0;
-  CHECK_THROWS_WITH_AS(o.Validate(), doctest::Contains("drift.cusum.block_spectra"), ConfigError);
+  CHECK_THROWS_WITH_AS(o.Validate(), doctest::Contains("drift.cusum_block_spectra"), ConfigError);
   o = {};
   o.calibration_blocks = 2;
-  CHECK_THROWS_WITH_AS(BlockCusum{o}, doctest::Contains("drift.cusum.calibration_blocks"), ConfigError);
+  CHECK_THROWS_WITH_AS(BlockCusum{o}, doctest::Contains("drift.cusum_calibration_blocks"), ConfigError);
   o = {};
   o.clip = 0;
-  CHECK_THROWS_WITH_AS(o.Validate(), doctest::Contains("drift.cusum.clip"), ConfigError);
+  CHECK_THROWS_WITH_AS(o.Validate(), doctest::Contains("drift.cusum_clip"), ConfigError);
   o = {};
   o.h_sd = -1;
-  CHECK_THROWS_WITH_AS(o.Validate(), doctest::Contains("drift.cusum.h_sd"), ConfigError);
+  CHECK_THROWS_WITH_AS(o.Validate(), doctest::Contains("drift.cusum_h_sd"), ConfigError);
 
   // Siegmund's in-control ARL for k = 0.5, by hand: b = h + 1.166, ARL0 = (e^b − b − 1)/0.5 one-sided.
   const double b = 4.0 + 1.166;

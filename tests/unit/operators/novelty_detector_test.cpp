@@ -104,8 +104,9 @@ TEST_CASE("NoveltyDetector: anomalies in either score are flagged; T² only with
     CHECK(v[1] == NoveltyVerdict::kNovel);
     CHECK(v[2] == (hotelling ? NoveltyVerdict::kNovel : NoveltyVerdict::kNominal));
     CHECK(v[3] == NoveltyVerdict::kNominal);
-    // alpha is split only when both scores are used.
-    CHECK(detector.deviance_fit().alpha == doctest::Approx(hotelling ? 5e-5 : 1e-4));
+    // alpha is split only when both scores are used: hotelling_share (0.1) to T², the rest to z.
+    CHECK(detector.deviance_fit().alpha == doctest::Approx(hotelling ? 9e-5 : 1e-4));
+    if (hotelling) CHECK(detector.hotelling_fit().alpha == doctest::Approx(1e-5));
     CHECK(detector.deviance_fit().TailProbability(25.0) < 1e-6);
   }
 }
@@ -123,9 +124,9 @@ TEST_CASE("NoveltyDetector: excluded and novel spectra never move the thresholds
   uint64_t excluded = 0;
   for (int frame = 0; frame < 5; ++frame) {
     b.Draw(1000, &z, &t2);
-    if (frame >= 1) {  // 3 far z and 2 far T² per frame, inserted
-      z.insert(z.begin() + 100, {60.0f, 80.0f, 45.0f, 0.0f, 0.0f});
-      t2.insert(t2.begin() + 100, {8.0f, 8.0f, 8.0f, 900.0f, 2500.0f});
+    if (frame >= 1) {  // 5 far z per frame, inserted (provisional exclusion is by z only: T² is multi-modal)
+      z.insert(z.begin() + 100, {60.0f, 80.0f, 45.0f, 50.0f, 70.0f});
+      t2.insert(t2.begin() + 100, {8.0f, 8.0f, 8.0f, 8.0f, 8.0f});
     }
     v.resize(z.size());
     dirty.Observe(z, t2, {}, v);

@@ -146,3 +146,31 @@ TEST_CASE("no (or a too large) scan shape, no map; a new shape closes the open p
 }
 
 }  // namespace specwatch
+
+namespace specwatch {
+
+TEST_CASE("novel positions are counted once per position and pass, revisits included") {
+  const ScanShape shape{3, 2};
+  ResidualMapper mapper;
+  // Pass 0 with a revisit of (1, 0) inside the pass: positions 0..5, then (1, 0) again. Flagged: the first visit
+  // of (1, 0), its revisit, and (2, 1) -> 2 distinct novel positions.
+  std::vector<ScanPosition> positions = Raster(0, 6, 3, 2);
+  positions.insert(positions.begin() + 3, ScanPosition{1, 0, 0});
+  const std::vector<float> values(positions.size(), 1.0f);
+  std::vector<uint8_t> novel(positions.size(), 0);
+  novel[1] = 1;  // (1, 0)
+  novel[3] = 1;  // (1, 0) again
+  novel[6] = 1;  // (2, 1)
+  ResidualFrame f = Frame(shape, 0, positions, values);
+  f.novel = novel;
+  auto maps = mapper.Add(f);
+  REQUIRE(maps.size() == 1);
+  CHECK(maps[0].novel_positions == 2);
+  // The next pass starts from zero; a frame without flags counts none.
+  const auto next = Raster(6, 6, 3, 2);
+  maps = mapper.Add(Frame(shape, 1, next, std::vector<float>(6, 1.0f)));
+  REQUIRE(maps.size() == 1);
+  CHECK(maps[0].novel_positions == 0);
+}
+
+}  // namespace specwatch

@@ -96,8 +96,12 @@ TEST_CASE("FitTailThreshold: the fitted threshold's true exceedance probability 
               (contaminated ? ", >= 36 of the 40 trimmed in " + std::to_string(all_trimmed) : std::string()));
       CAPTURE(source.name);
       CAPTURE(contaminated);
-      CHECK(within >= 13);
-      CHECK(worst < 5.0);
+      // Contaminated: the default trim_p_value (1e-4) trims what is implausible at that level only. At 1e-2 the
+      // contaminated cases were all within 5x, but on the service's real deviance z (a tail heavier than the
+      // bulk's) the same rule trimmed the genuine top and fitted a bounded tail: 6x the target false-alarm rate
+      // (docs/novelty_and_drift.md). The price here: a left-over anomaly or two in some seeds.
+      CHECK(within >= (contaminated ? 12 : 13));
+      CHECK(worst < (contaminated ? 15.0 : 5.0));
       if (contaminated) CHECK(all_trimmed == seeds);
     }
   }

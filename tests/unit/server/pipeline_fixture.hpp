@@ -36,6 +36,11 @@ struct PipelineFixture {
     options.warmup_spectra = 64;
     options.model_updates = ModelUpdates::kAll;
     options.weighting = Weighting::kNone;  // these tests are about the graph; weighting has its own
+    // ... and so is the monitor (novelty, drift): test_monitor_stage.cpp turns it on.
+    options.monitor.novelty = false;
+    options.monitor.energy = false;
+    options.monitor.statistics = false;
+    options.subspace_drift_enabled = false;
   }
   std::vector<OutMessage> Drain() { return DrainQueue(out); }
 };

@@ -45,6 +45,40 @@ TEST_CASE("a config file sets fields over the defaults, and the command line ove
   std::remove(path.c_str());
 }
 
+TEST_CASE("the novelty and drift sections reach the monitor's options; flags override them") {
+  const auto path = WriteTemp(
+      "novelty { enabled: true false_alarm_rate: 1e-5 calibration_spectra: 5000 hotelling: false\n"
+      "          regime_window_spectra: 1000 regime_fraction: 0.1 absorb_spectra: 2000 contributions: 4\n"
+      "          max_regions: 16 }\n"
+      "drift { energy: true energy_correction: \"on\" energy_block_spectra: 256\n"
+      "        energy_min_shift_channels: 0.3 subspace: false subspace_threshold_deg: 20 subspace_check_spectra: 512\n"
+      "        statistics: false cusum_block_spectra: 128 }\n");
+  const ServiceOptions o = LoadConfigFile(path);
+  CHECK(o.monitor.novelty);
+  CHECK(o.monitor.detector.false_alarm_rate == doctest::Approx(1e-5));
+  CHECK(o.monitor.detector.calibration_spectra == 5000);
+  CHECK_FALSE(o.monitor.detector.use_hotelling);
+  CHECK(o.monitor.detector.regime_window_spectra == 1000);
+  CHECK(o.monitor.detector.regime_fraction == doctest::Approx(0.1));
+  CHECK(o.monitor.detector.absorb_spectra == 2000);
+  CHECK(o.monitor.contributions == 4);
+  CHECK(o.monitor.regions.max_regions == 16);
+  CHECK(o.monitor.energy_correction == EnergyCorrection::kOn);
+  CHECK(o.monitor.energy_shift.block_spectra == 256);
+  CHECK(o.monitor.energy_shift.min_shift_channels == doctest::Approx(0.3));
+  CHECK_FALSE(o.subspace_drift_enabled);
+  CHECK(o.subspace_drift.threshold_deg == doctest::Approx(20));
+  CHECK(o.subspace_check_spectra == 512);
+  CHECK_FALSE(o.monitor.statistics);
+  CHECK(o.monitor.cusum.block_spectra == 128);
+  const auto cl = ParseCommandLine({"--config", path, "--false-alarm-rate", "2e-4", "--energy-correction", "off"});
+  CHECK(cl.options.monitor.detector.false_alarm_rate == doctest::Approx(2e-4));
+  CHECK(cl.options.monitor.energy_correction == EnergyCorrection::kOff);
+  CHECK_THROWS_WITH_AS(ParseCommandLine({"--false-alarm-rate", "often"}), doctest::Contains("--false-alarm-rate"),
+                       ConfigError);
+  std::remove(path.c_str());
+}
+
 TEST_CASE("an unknown key is refused with its name and line") {
   const auto path = WriteTemp("max_frames_in_flight: 4\nframes_endpont: \"x\"\n");
   CHECK_THROWS_WITH_AS(LoadConfigFile(path), doctest::Contains("frames_endpont"), ConfigError);
@@ -62,7 +96,12 @@ TEST_CASE("out-of-range values are refused naming the field") {
                        Case{"pca { forgetting: 1.5 }", "forgetting"}, Case{"pca { rank: 0 }", "rank"},
                        Case{"log_level: \"loud\"", "log_level"}, Case{"snapshot_period_s: -1", "snapshot_period_s"},
                        Case{"model_updates: \"sometimes\"", "model_updates"},
-                       Case{"denoised_payload: \"float16\"", "denoised_payload"}}) {
+                       Case{"denoised_payload: \"float16\"", "denoised_payload"},
+                       Case{"novelty { false_alarm_rate: 0 }", "false_alarm_rate"},
+                       Case{"novelty { regime_fraction: 2 }", "regime_fraction"},
+                       Case{"drift { energy_correction: \"maybe\" }", "drift.energy_correction"},
+                       Case{"drift { subspace_threshold_deg: -1 }", "threshold_deg"},
+                       Case{"drift { cusum_block_spectra: 0 }", "block_spectra"}}) {
     const auto path = WriteTemp(c.text);
     CAPTURE(c.text);
     CHECK_THROWS_WITH_AS(LoadConfigFile(path), doctest::Contains(c.names), ConfigError);
@@ -87,7 +126,9 @@ TEST_CASE("--help lists every flag and config key") {
   for (const char* word : {"--config", "--frames", "--publish", "--control", "--metrics", "max_frames_in_flight",
                            "max_message_bytes", "snapshot_period_s", "model_updates", "forgetting",
                            "warmup_spectra", "receive_buffer_frames", "log_rate_limit_per_s", "denoised_payload",
-                           "--denoised-payload", "initial_model", "--initial-model"}) {
+                           "--denoised-payload", "initial_model", "--initial-model", "novelty", "false_alarm_rate",
+                           "regime_fraction", "drift", "energy_correction", "subspace_threshold_deg",
+                           "cusum_block_spectra", "--false-alarm-rate", "--energy-correction"}) {
     CAPTURE(word);
     CHECK(help.find(word) != std::string::npos);
   }

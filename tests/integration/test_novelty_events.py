@@ -1,0 +1,117 @@
+"""Issue 4 end to end, with real processes: specwatch-sim (EDS with a rare inclusion) -> specwatch -> the Python
+client, which receives novelty events with their spectra, region updates, the calibration, and the novelty map;
+then a recalibration on a client-named reference region through the control socket."""
+
+import json
+import os
+import subprocess
+import tempfile
+import unittest
+
+import numpy as np
+
+from harness import BIN, Service
+
+import specwatch_client
+
+
+def run_sim(svc, truth_path, *args):
+    sim = subprocess.run([os.path.join(BIN, "specwatch-sim"), "--modality", "eds", "--endpoint",
+                          "@" + svc.frames_endpoint, "--start-delay-s", "0.5", "--hwm", "100000",
+                          "--truth", truth_path] + list(args), capture_output=True, text=True, timeout=90)
+    assert sim.returncode == 0, sim.stderr
+    with open(truth_path) as f:
+        return json.load(f)
+
+
+class NoveltyEventsTest(unittest.TestCase):
+    def test_inclusion_is_reported_with_its_spectra_and_the_model_does_not_learn_it(self):
+        width, height, passes, channels = 64, 64, 5, 256
+        svc = Service("--rank", "2", frames_socket="sub",
+                      config_text='pca { block: 32 warmup_spectra: 256 calibration_spectra: 128 }\n'
+                                  'model_updates: "all"\n'
+                                  'novelty { calibration_spectra: 4096 min_model_spectra: 1024 }\n')
+        tmp = tempfile.mkdtemp()
+        try:
+            sub = specwatch_client.EventSubscriber(">" + svc.publish_endpoint,
+                                                   topics=("novelty", "drift", "residual_map"))
+            truth = run_sim(svc, os.path.join(tmp, "truth.json"), "--channels", str(channels), "--scan",
+                            "%dx%d" % (width, height), "--passes", str(passes), "--rate", "20000", "--counts",
+                            "3000", "--phases", "3", "--inclusion", "0.003", "--seed", "4")
+            mask = np.array(truth["inclusion"]["mask"], dtype=bool).reshape(height, width)
+            self.assertGreaterEqual(mask.sum(), 8)
+
+            events, regions, calibrations, drifts, maps = [], [], [], [], []
+            for ev in sub.events(timeout_s=3.0):
+                if ev.kind == "novelty_event":
+                    events.append(ev)
+                elif ev.kind == "novelty_region":
+                    regions.append(ev)
+                elif ev.kind == "novelty_calibration":
+                    calibrations.append(ev.body)
+                elif ev.kind == "drift_event":
+                    drifts.append(ev.body)
+                elif ev.kind == "residual_map":
+                    maps.append(ev)
+            states = [c.state for c in calibrations]
+            self.assertIn("monitoring", states, "the thresholds were learnt")
+            monitoring = [c for c in calibrations if c.state == "monitoring"][0]
+            self.assertGreater(monitoring.deviance_threshold, 0)
+
+            # Events: each at an inclusion pixel (a nominal false alarm, 1e-4 x ~11,000 spectra, is unlikely), with its raw, denoised and residual spectra (residual = raw -
+            # denoised), above its threshold, one per region (the inclusion's clusters), never a second one for
+            # a region already reported on a later pass.
+            self.assertGreater(len(events), 0, "novelty events reached the client")
+            region_ids = [e.body.region_id for e in events]
+            self.assertEqual(len(region_ids), len(set(region_ids)))
+            for e in events:
+                b = e.body
+                self.assertTrue(mask[b.position.y, b.position.x], "event at (%d, %d)" % (b.position.x, b.position.y))
+                self.assertEqual(e.payload.shape, (3, channels))
+                np.testing.assert_allclose(e.residual_spectrum, e.raw_spectrum - e.denoised_spectrum, atol=1e-3)
+                self.assertAlmostEqual(float(e.raw_spectrum.sum()), float(np.round(e.raw_spectrum).sum()))
+                self.assertTrue(b.deviance_z > b.deviance_threshold or b.hotelling_t2 > b.hotelling_threshold)
+                self.assertIn(b.trigger, ("deviance", "hotelling", "deviance+hotelling"))
+                self.assertGreater(len(b.contributions), 0)
+                self.assertLess(b.tail_probability, 1e-3)
+            # Regions cover inclusion pixels only and carry their mean spectrum.
+            for r in regions:
+                self.assertEqual(r.payload.shape, (1, channels))
+                self.assertTrue(mask[int(round(r.body.centroid_y)), int(round(r.body.centroid_x))] or
+                                r.body.area_positions > 1)
+            # The novelty maps of the monitored passes count the flagged positions, with the threshold.
+            monitored_maps = [m for m in maps if m.body.novelty_threshold > 0]
+            self.assertGreater(len(monitored_maps), 0)
+            self.assertGreater(max(m.body.novel_positions for m in monitored_maps), 0.8 * mask.sum())
+            self.assertEqual([d.kind for d in drifts if d.kind == "new_phase"], [], "0.3 % of pixels is no new phase")
+
+            st = svc.status()
+            self.assertEqual(st.novelty_state, "monitoring")
+            self.assertGreater(st.novel_spectra, 0)
+            m = svc.metrics()
+            self.assertEqual(m["specwatch_novelty_calibration_state"][""], 2)
+            self.assertEqual(m["specwatch_novelty_spectra_total"][""], st.novel_spectra)
+            self.assertEqual(m["specwatch_novelty_events_total"][""], len(events))
+            # Flagged spectra were kept out of the model.
+            self.assertEqual(m["specwatch_model_spectra_excluded_total"][""] >= st.novel_spectra, True)
+
+            # Recalibration on a reference region: acknowledged, and the next calibration says so.
+            control = specwatch_client.ControlClient(">tcp://127.0.0.1:%d" % svc.control_port)
+            reply = control.recalibrate(reference_region=(0, 0, 15, 15))
+            self.assertTrue(reply.ok, reply.message)
+            bad = control.request("recalibrate", reference_region=(5, 0, 1, 3))
+            self.assertFalse(bad.ok)
+            control.close()
+            run_sim(svc, os.path.join(tmp, "truth2.json"), "--channels", str(channels), "--scan",
+                    "%dx%d" % (width, height), "--passes", "1", "--rate", "20000", "--counts", "3000",
+                    "--phases", "3", "--seed", "5", "--series-id", "second")
+            later = [ev.body for ev in sub.events(timeout_s=3.0) if ev.kind == "novelty_calibration"]
+            self.assertTrue(any(c.state == "calibrating" and c.reason == "request" and c.reference_region
+                                for c in later), [(c.state, c.reason) for c in later])
+            sub.close()
+        finally:
+            svc.close()
+
+
+if __name__ == "__main__":
+    unittest.main()
