@@ -12,6 +12,7 @@ namespace specwatch {
 void MonitorOptions::Validate() const {
   detector.Validate();
   regions.Validate();
+  guard.Validate();
   cusum.Validate();
   if (contributions < 0 || contributions > 4096) {
     throw ConfigError("novelty.contributions must be in [0, 4096], got " + std::to_string(contributions));
@@ -32,7 +33,7 @@ void MonitorOutput::Clear() {
 }
 
 OperandoMonitor::OperandoMonitor(MonitorOptions options)
-    : options_(std::move(options)), detector_(options_.detector), regions_(options_.regions), cusum_(options_.cusum) {
+    : options_(std::move(options)), detector_(options_.detector), guard_(options_.guard), regions_(options_.regions), cusum_(options_.cusum) {
   options_.Validate();
 }
 
@@ -51,6 +52,7 @@ void OperandoMonitor::StartSeries(const MonitorSeries& series, MonitorOutput* ou
   energy_model_.reset();
   energy_offset_channels_ = 0;
   last_rank_ = -1;
+  guard_.Reset();
   const double dispersion = series.energy_axis.dispersion;
   const double last = series.energy_axis.offset + dispersion * (series.channels - 1);
   const bool zlp_in_range = dispersion > 0 && series.energy_axis.offset <= 0.0 && last >= 0.0;
@@ -63,6 +65,7 @@ void OperandoMonitor::StartSeries(const MonitorSeries& series, MonitorOutput* ou
 
 void OperandoMonitor::ModelReset(MonitorOutput* out) {
   detector_.Recalibrate();
+  guard_.Reset();
   regions_.Reset(series_.scan_shape);
   cusum_.Reset();
   cusum_running_ = false;
@@ -90,6 +93,20 @@ void OperandoMonitor::Observe(const MonitorFrame& frame, MonitorOutput* out) {
 
 void OperandoMonitor::ObserveNovelty(const MonitorFrame& frame, MonitorOutput* out) {
   if (!frame.scored || frame.result == nullptr) return;  // no model to be novel against yet
+  const DenoiseResult& r = *frame.result;
+  const size_t m = static_cast<size_t>(frame.counts.cols());
+  // Until the thresholds exist, rare outliers are held out of the model (and out of the calibration).
+  const bool guarding = detector_.state() == NoveltyState::kCalibrating;
+  guarded_.assign(m, 0);
+  if (guarding) {
+    for (size_t i = 0; i < m; ++i) {
+      const float z = r.deviance_z[static_cast<Eigen::Index>(i)];
+      if (std::isfinite(z) && guard_.Screen(z)) {
+        guarded_[i] = 1;
+        out->learn[i] = 0;
+      }
+    }
+  }
   if (!frame.model || frame.model->spectra_seen < options_.min_model_spectra) return;
   if (last_rank_ >= 0 && frame.rank != last_rank_) {
     // T² has one term per component and z another reconstruction: the thresholds no longer hold.
@@ -99,12 +116,13 @@ void OperandoMonitor::ObserveNovelty(const MonitorFrame& frame, MonitorOutput* o
     ReportCalibration("rank_change", out);
   }
   last_rank_ = frame.rank;
-  const DenoiseResult& r = *frame.result;
-  const size_t m = static_cast<size_t>(frame.counts.cols());
   std::span<const uint8_t> in_reference;
-  if (reference_) {
+  if (reference_ || guarding) {
     in_reference_.resize(m);
-    for (size_t i = 0; i < m; ++i) in_reference_[i] = i < frame.positions.size() && reference_->Contains(frame.positions[i]);
+    for (size_t i = 0; i < m; ++i) {
+      in_reference_[i] = !guarded_[i] && (!reference_ || (i < frame.positions.size() &&
+                                                          reference_->Contains(frame.positions[i])));
+    }
     in_reference = in_reference_;
   }
   verdicts_.assign(m, NoveltyVerdict::kNominal);
@@ -164,8 +182,10 @@ void OperandoMonitor::ObserveNovelty(const MonitorFrame& frame, MonitorOutput* o
     d.onset_spectrum = spectra_ + m - std::min<uint64_t>(spectra_ + m, detector_spectra_ - regime->onset_spectrum);
     d.detected_spectrum = spectra_ + m;
     out->drifts.push_back(d);
-    // The new phase becomes part of the nominal: its regions are history, the CUSUM's baseline too.
+    // The new phase becomes part of the nominal: its regions are history, the CUSUM's baseline and the guard's
+    // recent scores too.
     regions_.Reset(series_.scan_shape);
+    guard_.Reset();
     cusum_.Reset();
     cusum_running_ = false;
     // The reference model does not know the new phase: the energy reference is taken anew from a later model.

@@ -25,6 +25,7 @@
 #include "operators/energy_shift.hpp"
 #include "operators/novelty_detector.hpp"
 #include "operators/novelty_regions.hpp"
+#include "operators/outlier_guard.hpp"
 #include "operators/spectrum_batch.hpp"
 
 #include <Eigen/Core>
@@ -45,6 +46,8 @@ struct MonitorOptions {
   NoveltyOptions detector;
   int contributions = 8;               ///< channels listed per novelty event
   NoveltyRegionsOptions regions;
+  /// Holds rare outliers out of the model until the thresholds exist (outlier_guard.hpp).
+  OutlierGuardOptions guard;
   bool energy = true;                  ///< energy-axis tracking
   EnergyCorrection energy_correction = EnergyCorrection::kAuto;  ///< kAuto: on for EELS with 0 eV in range
   EnergyShiftOptions energy_shift;
@@ -165,6 +168,7 @@ class OperandoMonitor {
   const MonitorOptions& options() const { return options_; }
   const MonitorSeries& series() const { return series_; }
   const NoveltyDetector& detector() const { return detector_; }
+  const OutlierGuard& guard() const { return guard_; }
   const EnergyShiftTracker* energy() const { return energy_ ? &*energy_ : nullptr; }
   /// The series' energy-axis shift so far, corrections included (0 before the tracker has a reference).
   double total_shift_channels() const {
@@ -184,6 +188,7 @@ class OperandoMonitor {
   MonitorOptions options_;
   MonitorSeries series_;
   NoveltyDetector detector_;
+  OutlierGuard guard_;
   NoveltyRegions regions_;
   std::optional<EnergyShiftTracker> energy_;
   bool correct_energy_ = false;
@@ -202,6 +207,7 @@ class OperandoMonitor {
   uint64_t novel_total_ = 0;
   uint64_t detector_spectra_ = 0;  // spectra given to the detector since construction (its own count)
   std::vector<uint8_t> in_reference_;  // workspace
+  std::vector<uint8_t> guarded_;       // workspace: per spectrum, held out by the guard
   std::vector<NoveltyVerdict> verdicts_;  // workspace
 };
 

@@ -59,6 +59,16 @@ Eigen::VectorXd PrincipalAnglesDeg(const Eigen::Ref<const Eigen::MatrixXd>& a,
 void SubspaceDriftOptions::Validate() const {
   if (!(threshold_deg > 0.0 && threshold_deg < 90.0)) Fail("threshold_deg", "in (0, 90)", threshold_deg);
   if (confirm_checks < 1) Fail("confirm_checks", ">= 1", confirm_checks);
+  if (!(min_signal_ratio >= 0.0)) Fail("min_signal_ratio", ">= 0", min_signal_ratio);
+}
+
+int ReferenceRank(const PcaModel& model, const SubspaceDriftOptions& options) {
+  const int rank = std::min<int>(model.rank, static_cast<int>(model.singular_values.size()));
+  if (!(model.rank_threshold > 0.0)) return std::max(rank, 0);
+  const double floor = options.min_signal_ratio * model.rank_threshold;
+  int r = 0;
+  while (r < rank && model.singular_values[r] >= floor) ++r;
+  return r;
 }
 
 SubspaceDriftTracker::SubspaceDriftTracker(SubspaceDriftOptions options) : options_(options) { options_.Validate(); }

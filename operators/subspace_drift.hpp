@@ -9,6 +9,8 @@
 /// Concurrency: PrincipalAnglesDeg is a pure function, safe on any thread. SubspaceDriftTracker is stateful, one
 /// thread at a time (the stage that owns the model's updates, or one reading its snapshots in order).
 
+#include "operators/incremental_svd.hpp"
+
 #include <Eigen/Core>
 
 #include <cstdint>
@@ -30,6 +32,11 @@ Eigen::VectorXd PrincipalAnglesDeg(const Eigen::Ref<const Eigen::MatrixXd>& a,
 struct SubspaceDriftOptions {
   double threshold_deg = 10.0;  ///< largest principal angle of the reference rank that counts as drift
   int confirm_checks = 2;       ///< consecutive checks above the threshold before an event (one noisy basis is not)
+  /// Only components with a singular value at least this many times the model's rank threshold τ (Gavish–Donoho)
+  /// enter the reference (ReferenceRank): a component near the noise level has no stable direction, and
+  /// comparing it would report drift where there is none (a fixed rank 8 on a 3-phase sample turns 6 noise
+  /// directions freely).
+  double min_signal_ratio = 2.0;
   /// Throws ConfigError naming the field ("drift.subspace_threshold_deg ...").
   void Validate() const;
 };
@@ -41,6 +48,10 @@ struct SubspaceDriftEvent {
   uint64_t onset_spectra = 0;     ///< spectra index of the first check of the confirming run above the threshold
   uint64_t detected_spectra = 0;  ///< spectra index of the confirming check
 };
+
+/// The reference rank of a model: its components within `rank` whose singular value is at least
+/// options.min_signal_ratio · rank_threshold; all `rank` when the threshold is unknown (0); 0 when none is.
+int ReferenceRank(const PcaModel& model, const SubspaceDriftOptions& options);
 
 /// Compares the leading `r` columns of each checked basis with a reference of rank r. An event is returned
 /// when the largest angle exceeds threshold_deg at confirm_checks consecutive checks; then the reference

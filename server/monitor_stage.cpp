@@ -304,8 +304,10 @@ void MonitorStage::AfterModelUpdate(const PcaModel& model, uint64_t spectra_lear
 }
 
 void MonitorStage::TakeSubspaceReference(const PcaModel& model) {
-  if (!options_.subspace_drift_enabled || model.rank < 1) return;
-  subspace_.SetReference(model.basis.leftCols(model.rank), model.rank);
+  if (!options_.subspace_drift_enabled) return;
+  const int r = ReferenceRank(model, options_.subspace_drift);
+  if (r < 1) return;
+  subspace_.SetReference(model.basis, r);
   subspace_reference_ = true;
   learnt_since_check_ = 0;
 }

@@ -153,6 +153,8 @@ ServiceOptions LoadConfigFile(const std::string& path, ServiceOptions o) {
     if (n.has_contributions()) o.monitor.contributions = static_cast<int>(n.contributions());
     if (n.has_max_regions()) o.monitor.regions.max_regions = n.max_regions();
     if (n.has_min_model_spectra()) o.monitor.min_model_spectra = n.min_model_spectra();
+    if (n.has_guard()) o.monitor.guard.enabled = n.guard();
+    if (n.has_guard_sigma()) o.monitor.guard.sigma = n.guard_sigma();
   }
   if (c.has_drift()) {
     const auto& d = c.drift();
@@ -333,6 +335,9 @@ std::string HelpText() {
      << "    max_regions: " << d.monitor.regions.max_regions << "              novelty regions per series\n"
      << "    min_model_spectra: " << d.monitor.min_model_spectra
      << "      spectra learnt before calibration and the energy reference start\n"
+     << "    guard: true                    until the thresholds exist, hold rare outliers out of the model\n"
+     << "    guard_sigma: " << d.monitor.guard.sigma
+     << "                ... above median + guard_sigma x robust sigma of the recent scores\n"
      << "  }\n"
      << "  drift {\n"
      << "    energy: true                   track the energy axis\n"

@@ -125,8 +125,8 @@ class OperandoLoop {
       if (k % config_.learn_every == 0) Learn(counts);
       if (take_reference_) {
         const auto m = learner_->Model();
-        if (m->rank > 0) {
-          subspace_.SetReference(m->basis, m->rank);
+        if (const int r = ReferenceRank(*m, config_.subspace); r > 0) {
+          subspace_.SetReference(m->basis, r);
           take_reference_ = false;
           since_check_ = 0;
         }

@@ -149,11 +149,12 @@ TEST_CASE("energy drift of 0.5 and 3 channels: detected within 2,000 spectra, ma
     CHECK(std::abs(energy[0].magnitude - shift) <= 0.1);
     CHECK(energy[0].corrected);
     CHECK(std::abs(r.total_shift_applied - shift) <= 0.1);
-    // No flood: a few novelty events at most (one per region of the spectra flagged before the correction), after
-    // the correction flagged spectra at the nominal rate's order (1e-4 of ~8,000 spectra is ~1), no new phase;
-    // the corrected model's subspace does not drift.
+    // No flood: the spectra between the step and the correction (~1,000, most of them rightly novel) give a few
+    // novelty events, one per region of adjacent flagged positions, fewer than 1 % of them; after the correction
+    // flagged spectra come at the nominal rate's order (1e-4 of ~8,000 spectra is ~1); no new phase; the
+    // corrected model's subspace does not drift.
     CHECK(novel_after <= 10);
-    CHECK(events_after <= 5);
+    CHECK(static_cast<double>(events_after) <= 0.01 * static_cast<double>(energy[0].detected_spectrum - 40000));
     CHECK(r.DriftCount("new_phase") == 0);
     CHECK(r.DriftCount("subspace") == 0);
   }

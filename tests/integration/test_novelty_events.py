@@ -26,11 +26,17 @@ def run_sim(svc, truth_path, *args):
 
 class NoveltyEventsTest(unittest.TestCase):
     def test_inclusion_is_reported_with_its_spectra_and_the_model_does_not_learn_it(self):
-        width, height, passes, channels = 64, 64, 5, 256
-        svc = Service("--rank", "2", frames_socket="sub",
-                      config_text='pca { block: 32 warmup_spectra: 256 calibration_spectra: 128 }\n'
+        width, height, passes, channels = 64, 64, 6, 256
+        # Automatic rank (the spare components of a fixed rank 8 would soon absorb any inclusion spectrum that
+        # slipped into the model), the model's first pass learnt before a calibration on the second (the guard
+        # keeps inclusion pixels out of both), and a false-alarm rate of 1e-5. The rate itself is tested in
+        # tests/acceptance over 10^6 spectra; a 4096-spectrum calibration extrapolates far to 1e-5, so a few
+        # nominal events over the ~16,000 monitored spectra are tolerated here.
+        svc = Service(frames_socket="sub",
+                      config_text='pca { block: 32 warmup_spectra: 256 calibration_spectra: 128 auto_rank: true }\n'
                                   'model_updates: "all"\n'
-                                  'novelty { calibration_spectra: 4096 min_model_spectra: 1024 }\n')
+                                  'novelty { calibration_spectra: 4096 min_model_spectra: 4096 '
+                                  'false_alarm_rate: 1e-5 }\n')
         tmp = tempfile.mkdtemp()
         try:
             sub = specwatch_client.EventSubscriber(">" + svc.publish_endpoint,
@@ -58,15 +64,18 @@ class NoveltyEventsTest(unittest.TestCase):
             monitoring = [c for c in calibrations if c.state == "monitoring"][0]
             self.assertGreater(monitoring.deviance_threshold, 0)
 
-            # Events: each at an inclusion pixel (a nominal false alarm, 1e-4 x ~11,000 spectra, is unlikely), with its raw, denoised and residual spectra (residual = raw -
-            # denoised), above its threshold, one per region (the inclusion's clusters), never a second one for
-            # a region already reported on a later pass.
+            # Events: at inclusion pixels (at most 4 elsewhere, see above), with
+            # their raw, denoised and residual spectra (residual = raw - denoised), above the threshold, one per
+            # region (the inclusion's clusters), never a second one for a region already reported on a later pass.
             self.assertGreater(len(events), 0, "novelty events reached the client")
+            at_inclusion = [e for e in events if mask[e.body.position.y, e.body.position.x]]
+            self.assertGreater(len(at_inclusion), 0, "an inclusion cluster was reported")
+            self.assertLessEqual(len(events) - len(at_inclusion), 4,
+                                 [(e.body.position.x, e.body.position.y, e.body.deviance_z) for e in events])
             region_ids = [e.body.region_id for e in events]
             self.assertEqual(len(region_ids), len(set(region_ids)))
             for e in events:
                 b = e.body
-                self.assertTrue(mask[b.position.y, b.position.x], "event at (%d, %d)" % (b.position.x, b.position.y))
                 self.assertEqual(e.payload.shape, (3, channels))
                 np.testing.assert_allclose(e.residual_spectrum, e.raw_spectrum - e.denoised_spectrum, atol=1e-3)
                 self.assertAlmostEqual(float(e.raw_spectrum.sum()), float(np.round(e.raw_spectrum).sum()))
@@ -74,11 +83,16 @@ class NoveltyEventsTest(unittest.TestCase):
                 self.assertIn(b.trigger, ("deviance", "hotelling", "deviance+hotelling"))
                 self.assertGreater(len(b.contributions), 0)
                 self.assertLess(b.tail_probability, 1e-3)
-            # Regions cover inclusion pixels only and carry their mean spectrum.
+            # Regions carry their mean spectrum, and lie on the inclusion, but for the region of a tolerated
+            # false alarm.
+            false_alarm_regions = set(region_ids) - set(e.body.region_id for e in at_inclusion)
             for r in regions:
                 self.assertEqual(r.payload.shape, (1, channels))
-                self.assertTrue(mask[int(round(r.body.centroid_y)), int(round(r.body.centroid_x))] or
-                                r.body.area_positions > 1)
+                b = r.body
+                on_mask = mask[b.y_min:b.y_max + 1, b.x_min:b.x_max + 1].any()
+                self.assertTrue(on_mask or b.region_id in false_alarm_regions,
+                                "region %d at (%g, %g), %d positions" % (b.region_id, b.centroid_x, b.centroid_y,
+                                                                        b.area_positions))
             # The novelty maps of the monitored passes count the flagged positions, with the threshold.
             monitored_maps = [m for m in maps if m.body.novelty_threshold > 0]
             self.assertGreater(len(monitored_maps), 0)

@@ -161,3 +161,23 @@ TEST_CASE("SubspaceDriftTracker: confirm_checks = 1 fires on the first check abo
 }
 
 }  // namespace specwatch
+
+namespace specwatch {
+
+TEST_CASE("ReferenceRank: components at least min_signal_ratio x the rank threshold; all of them without one") {
+  PcaModel m;
+  m.singular_values = Eigen::VectorXd(6);
+  m.singular_values << 900, 300, 201, 199, 120, 100;
+  m.rank = 5;
+  m.rank_threshold = 100;
+  SubspaceDriftOptions o;  // min_signal_ratio 2
+  CHECK(ReferenceRank(m, o) == 3);
+  o.min_signal_ratio = 1.0;
+  CHECK(ReferenceRank(m, o) == 5);  // capped by rank
+  o.min_signal_ratio = 10.0;
+  CHECK(ReferenceRank(m, o) == 0);
+  m.rank_threshold = 0;  // unknown: the model's rank
+  CHECK(ReferenceRank(m, o) == 5);
+}
+
+}  // namespace specwatch
