@@ -41,6 +41,7 @@ void SubspaceOptions::Validate(int channels) const {
   if (!(forgetting > 0.0 && forgetting <= 1.0)) Fail("forgetting", "in (0, 1]", forgetting);
   if (reorthonormalize_every < 1) Fail("reorthonormalize_every", ">= 1", reorthonormalize_every);
   if (auto_rank && (rank_min < 1 || rank_min > rank)) Fail("rank_min", "in [1, pca.rank]", rank_min);
+  if (!(rank_hysteresis >= 0.0 && rank_hysteresis < 0.5)) Fail("rank_hysteresis", "in [0, 0.5)", rank_hysteresis);
 }
 
 Eigen::VectorXd PcaModel::ExplainedVarianceRatio() const {
@@ -286,18 +287,27 @@ void EstimateNoise(PcaModel& model) {
   model.rank_threshold = GavishDonohoThreshold(d, model.spectra_seen, model.noise_sigma);
 }
 
-void EstimateNoiseAndRank(PcaModel& model, int rank, bool auto_rank, int rank_min) {
+void EstimateNoiseAndRank(PcaModel& model, int rank, bool auto_rank, int rank_min, int previous_rank,
+                          double hysteresis) {
   EstimateNoise(model);
   const int tracked = static_cast<int>(std::min<Eigen::Index>(rank, model.basis.cols()));
   model.rank = tracked;
   if (auto_rank && model.noise_sigma > 0.0) {
-    model.rank = std::clamp(CountAbove(model.singular_values, model.rank_threshold), std::min(rank_min, tracked),
-                            tracked);
+    int count = CountAbove(model.singular_values, model.rank_threshold);
+    if (previous_rank >= 0 && hysteresis > 0.0) {
+      const int up = CountAbove(model.singular_values, model.rank_threshold * (1.0 + hysteresis));
+      const int down = CountAbove(model.singular_values, model.rank_threshold * (1.0 - hysteresis));
+      count = std::clamp(previous_rank, up, down);
+    }
+    model.rank = std::clamp(count, std::min(rank_min, tracked), tracked);
   }
 }
 
 void IncrementalSvd::Finish(PcaModel& next) const {
-  EstimateNoiseAndRank(next, options_.rank, options_.auto_rank, options_.rank_min);
+  // The rank in use so far, for the hysteresis; none before anything was learnt.
+  const int previous = current_ && current_->spectra_seen > 0 ? current_->rank : -1;
+  EstimateNoiseAndRank(next, options_.rank, options_.auto_rank, options_.rank_min, previous,
+                       options_.rank_hysteresis);
   next.effective_memory = effective_memory_;
   next.channel_scale = channel_scale_;
 }

@@ -23,6 +23,10 @@ struct SubspaceOptions {
   int reorthonormalize_every = 1000;  ///< updates between QR re-orthonormalisations of U
   bool auto_rank = false;             ///< rank from the Gavish–Donoho threshold (rank_selection.hpp)
   int rank_min = 1;                   ///< auto_rank: the fewest components used
+  /// auto_rank: a component joins the rank when its singular value passes τ·(1 + h) and leaves it when it falls
+  /// below τ·(1 − h), h = rank_hysteresis: one component hovering at τ must not flip the rank (and with it the
+  /// novelty thresholds, recalibrated at every rank change) at each update.
+  double rank_hysteresis = 0.1;
 
   int MaxComponents() const { return rank + oversample; }  ///< k_max
   /// Throws ConfigError naming the field ("pca.rank ...") unless the options suit spectra of `channels` channels.
@@ -59,8 +63,11 @@ struct PcaModel {
 /// set: σ from the energy outside the tracked components, τ the Gavish–Donoho threshold (rank_selection.hpp).
 void EstimateNoise(PcaModel& model);
 /// EstimateNoise, then the rank: min(rank, k), or with auto_rank the count above τ within [rank_min, rank].
+/// With a previous rank (>= 0) and hysteresis h, auto_rank keeps the previous rank unless the count above τ·(1+h)
+/// is larger (then that) or the count above τ·(1−h) is smaller (then that).
 /// The one rule every model is ranked by (IncrementalSvd after each update, MergeModels).
-void EstimateNoiseAndRank(PcaModel& model, int rank, bool auto_rank, int rank_min);
+void EstimateNoiseAndRank(PcaModel& model, int rank, bool auto_rank, int rank_min, int previous_rank = -1,
+                          double hysteresis = 0.0);
 
 /// Block incremental thin SVD (Brand 2006 / Ross et al. 2008) with mean update (as sklearn IncrementalPCA) and
 /// exponential forgetting. Per update of b spectra B, with state (U, s, mean, n):

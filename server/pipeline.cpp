@@ -448,6 +448,7 @@ void Pipeline::PublishRankChange(const PcaModel& before, const PcaModel& after, 
   c->set_rank_threshold(after.rank_threshold);
   c->set_noise_sigma(after.noise_sigma);
   c->set_auto_rank(options_.pca.auto_rank);
+  c->set_rank_hysteresis(options_.pca.rank_hysteresis);
   const int tracked = static_cast<int>(after.singular_values.size());
   const int first = std::max(0, std::min(before.rank, after.rank) - 2);
   const int end = std::min(tracked, std::max(before.rank, after.rank) + 2);

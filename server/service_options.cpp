@@ -139,6 +139,7 @@ ServiceOptions LoadConfigFile(const std::string& path, ServiceOptions o) {
     }
     if (p.has_auto_rank()) o.pca.auto_rank = p.auto_rank();
     if (p.has_rank_min()) o.pca.rank_min = static_cast<int>(p.rank_min());
+    if (p.has_rank_hysteresis()) o.pca.rank_hysteresis = p.rank_hysteresis();
   }
   if (c.has_novelty()) {
     const auto& n = c.novelty();
@@ -196,7 +197,7 @@ const Flag kFlags[] = {
     {"--publish", "ENDPOINT", "results PUB socket, default @tcp://127.0.0.1:5556"},
     {"--control", "ENDPOINT", "control REP socket, default @tcp://127.0.0.1:5557"},
     {"--metrics", "HOST:PORT", "Prometheus endpoint, default 127.0.0.1:9464; \"\" disables"},
-    {"--rank", "K", "PCA components used to denoise, default 8"},
+    {"--rank", "K", "PCA components used to denoise, default 8 (with pca.auto_rank, the default: the most)"},
     {"--threads", "N", "compute threads, default 0 = one per core"},
     {"--denoised-payload", "spectra|scores", "what denoised messages carry, default spectra"},
     {"--initial-model", "FILE", "start from the model in this snapshot file (save_model, tap recording)"},
@@ -318,6 +319,8 @@ std::string HelpText() {
      << "  weights recomputed after 1, 2, 4 ... x calibration_spectra, then every N; 0 = never\n"
      << "    auto_rank: " << (d.pca.auto_rank ? "true" : "false") << "               rank by the Gavish-Donoho threshold, within [rank_min, rank]\n"
      << "    rank_min: " << d.pca.rank_min << "                    auto_rank: fewest components\n"
+     << "    rank_hysteresis: " << d.pca.rank_hysteresis
+     << "           auto_rank: a component joins above tau x (1 + h), leaves below tau x (1 - h)\n"
      << "  }\n"
      << "  novelty {                        (docs/novelty_and_drift.md)\n"
      << "    enabled: true                  count data with a Poisson-weighted model\n"

@@ -37,7 +37,13 @@ struct ServiceOptions {
   ModelUpdates model_updates = ModelUpdates::kWhenIdle;
   double model_update_budget = 0.25;   ///< when_idle: fraction of one core the model update may use
   DenoisedPayload denoised_payload = DenoisedPayload::kSpectra;
-  SubspaceOptions pca;
+  /// The service ranks its models automatically (Gavish–Donoho within [rank_min, rank]) unless told otherwise:
+  /// spare components of a fixed rank fit noise and absorb any rare spectrum that slips into the model.
+  SubspaceOptions pca = [] {
+    SubspaceOptions o;
+    o.auto_rank = true;
+    return o;
+  }();
   Weighting weighting = Weighting::kAuto;
   WeightingOptions weighting_options;  ///< .enabled is decided per model from `weighting` and the payload
   bool reset_model_on_new_series = false;

@@ -39,7 +39,7 @@ EXPECTED = {
 
 class MetricsTest(unittest.TestCase):
     def test_metrics_endpoint(self):
-        svc = Service("--rank", "4", config_text="model_updates: \"all\"\npca { block: 16 warmup_spectra: 16 calibration_spectra: 16 }\n")
+        svc = Service("--rank", "4", config_text="model_updates: \"all\"\npca { block: 16 warmup_spectra: 16 calibration_spectra: 16 auto_rank: false }\n")
         try:
             sender = FrameSender(svc)
             sender.start_series()

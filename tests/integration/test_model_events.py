@@ -164,7 +164,9 @@ class RankChangeTest(unittest.TestCase):
             self.assert_chain(changes)
             for c in in_four:
                 self.assertTrue(c.auto_rank)
-                self.assertGreater(c.singular_values[c.new_rank - c.first_index - 1], c.rank_threshold)
+                self.assertAlmostEqual(c.rank_hysteresis, 0.1)
+                self.assertGreater(c.singular_values[c.new_rank - c.first_index - 1],
+                                   c.rank_threshold * (1 - c.rank_hysteresis))
             self.assertEqual(svc.metrics()["specwatch_model_rank_changes_total"][""], len(changes))
             sub.close()
             self.assertEqual(svc.stop()[0], 0)
@@ -209,9 +211,9 @@ class RankChangeTest(unittest.TestCase):
                 if c.spectra_seen >= 4 * channels:  # sigma: the noise per entry (here 1), once enough was seen
                     self.assertAlmostEqual(c.noise_sigma, noise, delta=0.15)
                 kept = c.new_rank - c.first_index  # index in singular_values of the first value not kept
-                self.assertGreater(c.singular_values[kept - 1], c.rank_threshold)
+                self.assertGreater(c.singular_values[kept - 1], c.rank_threshold * (1 - c.rank_hysteresis))
                 if kept < len(c.singular_values):
-                    self.assertLessEqual(c.singular_values[kept], c.rank_threshold)
+                    self.assertLessEqual(c.singular_values[kept], c.rank_threshold * (1 + c.rank_hysteresis))
             m = svc.metrics()
             self.assertEqual(m["specwatch_model_rank_changes_total"][""], len(changes))
             self.assertEqual(m["specwatch_model_rank"][""], 3)

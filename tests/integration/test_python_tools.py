@@ -22,7 +22,7 @@ class PythonToolsTest(unittest.TestCase):
     @unittest.skipUnless(os.path.exists(DATA), "shared/data is not beside the project")
     def test_real_eds_image_through_the_service(self):
         svc = Service("--rank", "4", frames_socket="sub",
-                      config_text='model_updates: "all"\npca { block: 64 warmup_spectra: 512 }\n')
+                      config_text='model_updates: "all"\npca { block: 64 warmup_spectra: 512 auto_rank: false }\n')
         try:
             env = dict(os.environ)
             sub = subprocess.Popen([PY, os.path.join(TOOLS, "subscribe_events.py"), "--endpoint",
@@ -74,7 +74,7 @@ class PythonToolsTest(unittest.TestCase):
         e = np.arange(channels)
         phases = np.stack([50 * np.exp(-0.5 * ((e - c) / 6.0) ** 2) + 5 for c in (60, 130, 200)])
         svc = Service("--rank", "3", "--denoised-payload", "scores",
-                      config_text='model_updates: "all"\npca { block: 32 warmup_spectra: 64 calibration_spectra: 64 }\n')
+                      config_text='model_updates: "all"\npca { block: 32 warmup_spectra: 64 calibration_spectra: 64 auto_rank: false }\n')
         sent = {}
         try:
             with sc.EventSubscriber(">" + svc.publish_endpoint, topics=("denoised", "snapshot")) as sub, \

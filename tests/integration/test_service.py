@@ -91,7 +91,7 @@ class ServiceTest(unittest.TestCase):
             svc.close()
 
     def test_control_freeze_resume_reset_snapshot_shutdown(self):
-        svc = self.start("--rank", "3", config_text="pca { block: 16 warmup_spectra: 32 calibration_spectra: 32 }\nmodel_updates: \"all\"\n")
+        svc = self.start("--rank", "3", config_text="pca { block: 16 warmup_spectra: 32 calibration_spectra: 32 auto_rank: false }\nmodel_updates: \"all\"\n")
         sub = Subscriber(svc, topics=(b"snapshot",))
         sender = FrameSender(svc)
         sender.start_series()

@@ -121,13 +121,15 @@ TEST_CASE("auto_rank: a rank change between versions is queued as a 'model' Rank
     CHECK(c.auto_rank());
     CHECK(c.rank_threshold() > 0);
     CHECK(c.noise_sigma() > 0);
-    // The singular values around the threshold: those kept above it, the next one below (unless clamped).
+    // The singular values around the threshold: those kept above it, the next one below (unless clamped), with
+    // the hysteresis band τ·(1 ± h) in between.
     const int first = static_cast<int>(c.first_index());
     CHECK(first == std::max(0, static_cast<int>(std::min(c.old_rank(), c.new_rank())) - 2));
     const int below = static_cast<int>(c.new_rank()) - first;  // index of the first value not kept
     REQUIRE(below < c.singular_values_size());
-    CHECK(c.singular_values(below - 1) > c.rank_threshold());
-    CHECK(c.singular_values(below) <= c.rank_threshold());
+    CHECK(c.rank_hysteresis() == doctest::Approx(f.options.pca.rank_hysteresis));
+    CHECK(c.singular_values(below - 1) > c.rank_threshold() * (1.0 - c.rank_hysteresis()));
+    CHECK(c.singular_values(below) <= c.rank_threshold() * (1.0 + c.rank_hysteresis()));
     rank = c.new_rank();
     version = c.model_version();
   }
