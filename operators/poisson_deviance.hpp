@@ -9,10 +9,11 @@
 /// when μ is the true mean, instead of drifting with the counts as (Dev − ν)/sqrt(2ν) does.
 ///
 /// f and g come from one process-wide immutable table, built on first use (a function-local static, so
-/// thread-safe) by direct summation of the Poisson pmf, on a grid of 64 nodes per octave of μ over
-/// [2^-10, 2^17] ≈ [1e-3, 1.3e5], read by linear interpolation (relative error < 1e-4 against direct summation).
-/// Above the grid the asymptotic series 1 + a₁/μ + a₂/μ² (and 2 + b₁/μ + b₂/μ²) takes over; below it the pmf is
-/// summed directly (a handful of terms).
+/// thread-safe): per octave of μ over [2^-10, 2^22) ≈ [1e-3, 4.2e6], a degree-6 polynomial in the float's mantissa,
+/// fitted to direct summation of the Poisson pmf (asymptotic series above 2^13); relative error < 2e-5. Above the
+/// grid the asymptotic series 1 + a₁/μ + a₂/μ² (and 2 + b₁/μ + b₂/μ²) takes over; below it the pmf is summed
+/// directly (a handful of terms). The hot path (SumPoissonDevianceMoments) reads the 32 octaves' coefficients
+/// from registers, with no memory gather.
 ///
 /// Concurrency: every function here is stateless (after the table is built) and may run on any number of threads.
 
