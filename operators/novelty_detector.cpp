@@ -73,6 +73,7 @@ void NoveltyDetector::Recalibrate() {
   exclusion_refreshed_at_ = 0;
   calibration_problem_.clear();
   recent_novel_.clear();
+  regime_since_.reset();
   absorb_left_ = 0;
 }
 
@@ -117,16 +118,24 @@ std::optional<RegimeChange> NoveltyDetector::Observe(std::span<const float> z, s
       }
       if (state_ == NoveltyState::kMonitoring) {
         while (!recent_novel_.empty() && recent_novel_.front() + window <= index) recent_novel_.pop_front();
-        // Persistent: the novelty has lasted regime_min_span_spectra, so a cause found and corrected meanwhile (an
-        // energy step the model is shifted to follow, ClearRegimeWindow) does not pass for a new phase.
-        if (recent_novel_.size() >= needed_novel &&
-            index - recent_novel_.front() >=
-                static_cast<uint64_t>(std::min(options_.regime_min_span_spectra, options_.regime_window_spectra / 2))) {
+        // Persistent: the novel fraction has stayed at regime_fraction for regime_min_span_spectra, so a cause found
+        // and corrected meanwhile (an energy step the model is shifted to follow, ClearRegimeWindow) does not pass
+        // for a new phase. Measured from when the fraction was reached, not from the window's oldest novel
+        // spectrum: old false alarms must not shorten the wait.
+        const bool over = recent_novel_.size() >= needed_novel;
+        if (!over) {
+          regime_since_.reset();
+        } else if (!regime_since_) {
+          regime_since_ = index;
+        }
+        if (over && index - *regime_since_ >=
+                        static_cast<uint64_t>(std::min(options_.regime_min_span_spectra, options_.regime_window_spectra / 2))) {
           change = RegimeChange{recent_novel_.front(),
                                 static_cast<double>(recent_novel_.size()) / static_cast<double>(window),
                                 options_.regime_window_spectra};
           ++regime_changes_;
           recent_novel_.clear();
+          regime_since_.reset();
           state_ = NoveltyState::kAbsorbing;
           absorb_left_ = static_cast<uint64_t>(options_.absorb_spectra);
           if (absorb_left_ == 0) Recalibrate();

@@ -18,7 +18,8 @@
 ///   collecting (samples capped at 4 x calibration_spectra, the oldest dropped) and refits every
 ///   calibration_spectra / 4 more samples, rather than monitor with a bad threshold.
 /// - monitoring: the thresholds are fixed; novel spectra are published and never learnt. When the novel
-///   fraction of the last regime_window_spectra spectra reaches regime_fraction, what is novel is no longer rare:
+///   fraction of the last regime_window_spectra spectra reaches regime_fraction and stays there for
+///   regime_min_span_spectra, what is novel is no longer rare:
 ///   a regime change is reported once, and the detector absorbs.
 /// - absorbing: for absorb_spectra spectra everything is nominal (the model learns the new regime), then the
 ///   detector recalibrates on it.
@@ -53,8 +54,9 @@ struct NoveltyOptions {
   int regime_window_spectra = 4096;  ///< spectra over which the novel fraction is watched
   double regime_fraction = 0.05;     ///< novel fraction of the window that is a regime change
   int absorb_spectra = 4096;         ///< spectra learnt as nominal after a regime change, before recalibrating
-  /// ... and only once the window's first novel spectrum is this many spectra old (at most half the window): time
-  /// for a drift tracker to explain it first (an energy step is confirmed after two blocks of 512).
+  /// ... and only once the fraction has held for this many spectra (at most half the window): time for a drift
+  /// tracker to explain it first. OperandoMonitor raises it to the energy tracker's worst confirmation
+  /// delay (a block straddling the step plus confirm_blocks blocks: 3 x 512, plus a frame).
   int regime_min_span_spectra = 1536;
   /// Throws ConfigError naming the field ("novelty.false_alarm_rate ...").
   void Validate() const;
@@ -94,7 +96,10 @@ class NoveltyDetector {
   void Recalibrate();
   /// Forgets the novel spectra of the regime window (their cause is known and corrected: an energy shift the
   /// model now follows), so they do not count towards a new phase.
-  void ClearRegimeWindow() { recent_novel_.clear(); }
+  void ClearRegimeWindow() {
+    recent_novel_.clear();
+    regime_since_.reset();
+  }
 
   NoveltyState state() const { return state_; }
   /// Calibration samples collected (while calibrating), and the count at which the (next) fit is tried.
@@ -133,6 +138,7 @@ class NoveltyDetector {
   // Monitoring.
   double z_threshold_ = 0, t2_threshold_ = 0;
   std::deque<uint64_t> recent_novel_;  // indices of novel spectra within the regime window
+  std::optional<uint64_t> regime_since_;  // index at which the novel fraction reached regime_fraction
   uint64_t absorb_left_ = 0;
   // Counters.
   uint64_t scored_ = 0, novel_ = 0, excluded_ = 0, regime_changes_ = 0;

@@ -30,10 +30,27 @@ void MonitorOutput::Clear() {
   calibrations.clear();
   shift_model_channels = 0.0;
   take_subspace_reference = false;
+  drop_subspace_reference = false;
 }
 
+namespace {
+
+// A new phase is declared only after novelty has lasted longer than the energy tracker needs to confirm a step
+// (a block straddling the step, then confirm_blocks blocks, plus a frame): an energy step must be told apart
+// from a phase forming.
+NoveltyOptions DetectorOptions(const MonitorOptions& o) {
+  NoveltyOptions d = o.detector;
+  if (o.energy) {
+    const int confirm = (o.energy_shift.confirm_blocks + 1) * o.energy_shift.block_spectra + 256;
+    d.regime_min_span_spectra = std::max(d.regime_min_span_spectra, confirm);
+  }
+  return d;
+}
+
+}  // namespace
+
 OperandoMonitor::OperandoMonitor(MonitorOptions options)
-    : options_(std::move(options)), detector_(options_.detector), guard_(options_.guard), regions_(options_.regions), cusum_(options_.cusum) {
+    : options_(std::move(options)), detector_(DetectorOptions(options_)), guard_(options_.guard), regions_(options_.regions), cusum_(options_.cusum) {
   options_.Validate();
 }
 
@@ -85,8 +102,10 @@ void OperandoMonitor::Observe(const MonitorFrame& frame, MonitorOutput* out) {
   const size_t m = static_cast<size_t>(frame.counts.cols());
   out->learn.assign(m, 1);
   out->novel.assign(m, 0);
-  if (options_.novelty) ObserveNovelty(frame, out);
+  // Energy first: a step confirmed by this frame explains the novelty it caused (ClearRegimeWindow) before that
+  // novelty can count as a new phase.
   if (options_.energy) ObserveEnergy(frame, out);
+  if (options_.novelty) ObserveNovelty(frame, out);
   if (options_.statistics) ObserveStatistics(frame, out);
   spectra_ += m;
 }
@@ -186,6 +205,7 @@ void OperandoMonitor::ObserveNovelty(const MonitorFrame& frame, MonitorOutput* o
     // recent scores too.
     regions_.Reset(series_.scan_shape);
     guard_.Reset();
+    out->drop_subspace_reference = true;
     cusum_.Reset();
     cusum_running_ = false;
     // The reference model does not know the new phase: the energy reference is taken anew from a later model.

@@ -148,6 +148,9 @@ struct MonitorOutput {
   double shift_model_channels = 0.0;
   /// The thresholds were learnt by this frame: take the subspace reference from the model after it.
   bool take_subspace_reference = false;
+  /// A new phase was reported: the subspace reference is dropped until the thresholds are learnt anew (the model
+  /// learning the new phase turns its basis, a change already reported).
+  bool drop_subspace_reference = false;
   void Clear();
 };
 

@@ -25,6 +25,20 @@ double StateValue(const std::string& state) {
 
 }  // namespace
 
+void FrameTimes::Add(uint64_t first_spectrum, double time_s) {
+  if (!frames_.empty() && first_spectrum < frames_.back().first) frames_.clear();  // a new series
+  frames_.emplace_back(first_spectrum, time_s);
+  if (frames_.size() > capacity_) frames_.pop_front();
+}
+
+double FrameTimes::TimeOf(uint64_t spectrum) const {
+  if (frames_.empty()) return 0.0;
+  auto it = std::upper_bound(frames_.begin(), frames_.end(), spectrum,
+                             [](uint64_t s, const std::pair<uint64_t, double>& f) { return s < f.first; });
+  if (it == frames_.begin()) return frames_.front().second;
+  return std::prev(it)->second;
+}
+
 MonitorStage::MonitorStage(const ServiceOptions& options, ServiceMetrics& metrics, OutputQueue& out,
                            std::shared_ptr<spdlog::logger> log)
     : options_(options),
@@ -41,6 +55,7 @@ void MonitorStage::StartSeries(const stream::SeriesInfo& series) {
   if (!enabled_) return;
   series_id_ = series.id;
   axis_ = series.energy_axis;
+  frame_times_.Clear();
   MonitorSeries s;
   s.channels = static_cast<int>(series.channel_count);
   s.modality = series.modality;
@@ -103,6 +118,10 @@ LearnDecision MonitorStage::Observe(const DenoisedItem& p) {
                  .rank = static_cast<int>(r.scores.rows()),
                  .model = p.model,
                  .summed_counts = p.frame_sum ? p.frame_sum.get() : nullptr};
+  decision.series_spectrum = monitor_->spectra();
+  decision.acquisition_time_s = b.meta.acquisition_time_s;
+  decision.frame_number = b.meta.frame_number;
+  frame_times_.Add(decision.series_spectrum, b.meta.acquisition_time_s);
   monitor_->Observe(f, &out);
   Publish(p, out);
 
@@ -115,6 +134,7 @@ LearnDecision MonitorStage::Observe(const DenoisedItem& p) {
   if (out.novel_count > 0) decision.novel = std::make_shared<const std::vector<uint8_t>>(out.novel);
   decision.shift_model_channels = out.shift_model_channels;
   decision.take_subspace_reference = out.take_subspace_reference;
+  decision.drop_subspace_reference = out.drop_subspace_reference;
   UpdateGauges();
   return decision;
 }
@@ -206,7 +226,8 @@ void MonitorStage::Publish(const DenoisedItem& p, const MonitorOutput& out) {
   }
   PublishCalibrations(out, series_id_);
   for (const DriftReport& dr : out.drifts) {
-    PublishDrift(dr, series_id_, b.meta.frame_number, b.meta.acquisition_time_s, den.model_version(),
+    PublishDrift(dr, series_id_, b.meta.frame_number, b.meta.acquisition_time_s,
+                 frame_times_.TimeOf(dr.onset_spectrum), den.model_version(),
                  b.meta.energy_axis, {});
   }
 }
@@ -248,7 +269,7 @@ void MonitorStage::PublishCalibrations(const MonitorOutput& out, const std::stri
 }
 
 void MonitorStage::PublishDrift(const DriftReport& d, const std::string& series_id, uint64_t frame_number,
-                                double time_s, uint64_t model_version, const EnergyAxis& axis,
+                                double time_s, double onset_time_s, uint64_t model_version, const EnergyAxis& axis,
                                 const std::vector<double>& angles) {
   auto env = std::make_shared<wire::Envelope>();
   env->set_series_id(series_id);
@@ -261,6 +282,7 @@ void MonitorStage::PublishDrift(const DriftReport& d, const std::string& series_
   w->set_detected_spectrum(d.detected_spectrum);
   w->set_detected_frame_number(frame_number);
   w->set_detected_time_s(time_s);
+  w->set_onset_time_s(onset_time_s);
   if (d.kind == "energy") {
     w->set_shift_channels(d.shift_channels);
     w->set_shift_energy(d.shift_channels * axis.dispersion);
@@ -280,12 +302,19 @@ void MonitorStage::PublishDrift(const DriftReport& d, const std::string& series_
   out_.Push(std::move(m));
 }
 
-void MonitorStage::AfterModelUpdate(const PcaModel& model, uint64_t spectra_learnt, const std::string& series_id) {
+void MonitorStage::AfterModelUpdate(const PcaModel& model, uint64_t spectra_learnt, const std::string& series_id,
+                                    const LearnDecision& decision) {
   if (!options_.subspace_drift_enabled || !subspace_reference_) return;
   learnt_since_check_ += spectra_learnt;
   if (learnt_since_check_ < options_.subspace_check_spectra) return;
   learnt_since_check_ = 0;
-  const auto event = subspace_.Check(model.basis, static_cast<uint64_t>(model.spectra_seen));
+  if (series_id != check_series_) {
+    check_series_ = series_id;
+    check_times_.Clear();
+  }
+  check_times_.Add(decision.series_spectrum, decision.acquisition_time_s);
+  // Onset and detection as spectra of the series, like the other drift kinds.
+  const auto event = subspace_.Check(model.basis, decision.series_spectrum);
   {
     std::lock_guard lock(snapshot_mutex_);
     snapshot_.subspace_angle_deg = subspace_.last_max_angle_deg();
@@ -298,9 +327,10 @@ void MonitorStage::AfterModelUpdate(const PcaModel& model, uint64_t spectra_lear
   d.unit = "degrees";
   d.confidence = event->max_angle_deg / options_.subspace_drift.threshold_deg;
   d.onset_spectrum = event->onset_spectra;
-  d.detected_spectrum = static_cast<uint64_t>(model.spectra_seen);
+  d.detected_spectrum = decision.series_spectrum;
   std::vector<double> angles(event->angles_deg.data(), event->angles_deg.data() + event->angles_deg.size());
-  PublishDrift(d, series_id, 0, 0.0, model.version, EnergyAxis{}, angles);
+  PublishDrift(d, series_id, decision.frame_number, decision.acquisition_time_s,
+               check_times_.TimeOf(event->onset_spectra), model.version, EnergyAxis{}, angles);
 }
 
 void MonitorStage::TakeSubspaceReference(const PcaModel& model) {

@@ -211,7 +211,8 @@ void Pipeline::InOrder(const ProcessedPtr& p) {
   // Novelty and drift first: they decide what the model may learn from this frame, and their events leave
   // before the frame's own denoised message.
   p->learn = monitor_.Observe(*p);
-  if (p->learn.shift_model_channels != 0.0 || p->learn.take_subspace_reference) {
+  if (p->learn.shift_model_channels != 0.0 || p->learn.take_subspace_reference ||
+      p->learn.drop_subspace_reference) {
     nodes_->model_update.try_put(UpdateItem{UpdateItem::Op::kMonitor, p, false});
   }
   // Offer the frame to the model. The update holds the token too, so the slot stays taken until it ran.
@@ -324,14 +325,17 @@ void Pipeline::ModelUpdate(const UpdateItem& u) {
   }
   if (u.op == UpdateItem::Op::kMonitor) {
     const LearnDecision& decision = u.processed->learn;
+    if (decision.drop_subspace_reference) monitor_.DropSubspaceReference();
     if (decision.shift_model_channels != 0.0 && learner_ && learner_->Model()->spectra_seen > 0) {
       learner_->ShiftChannels(decision.shift_model_channels);
       InstallModel(learner_->Model(), u.processed->item.batch->meta.series_id);
       log_->info("model shifted by {:.3f} channels to follow the energy axis", decision.shift_model_channels);
     }
-    // After a correction too: the reference basis is re-expressed on the corrected axis.
-    if (decision.take_subspace_reference || decision.shift_model_channels != 0.0) {
+    // After a correction an existing reference is re-expressed on the corrected axis (taken anew).
+    if (decision.take_subspace_reference) {
       monitor_.TakeSubspaceReference(*Model());
+    } else if (decision.shift_model_channels != 0.0) {
+      monitor_.ModelReexpressed(*Model());
     }
     return;
   }
@@ -390,7 +394,7 @@ void Pipeline::ModelUpdate(const UpdateItem& u) {
   const uint32_t learnt = static_cast<uint32_t>(b.Spectra()) - u.processed->learn.excluded;
   metrics_.model_spectra.Increment(static_cast<double>(learnt));
   metrics_.model_spectra_excluded.Increment(static_cast<double>(u.processed->learn.excluded));
-  monitor_.AfterModelUpdate(*Model(), learnt, b.meta.series_id);
+  monitor_.AfterModelUpdate(*Model(), learnt, b.meta.series_id, u.processed->learn);
   const double t1 = NowSteady();
   metrics_.Latency(Stage::kModelUpdate).Observe(t1 - t0);
   // when_idle keeps the update within its CPU budget: after an update of t seconds, the next frame is

@@ -121,7 +121,10 @@ class OperandoLoop {
         learner_->ShiftChannels(out_.shift_model_channels);
         record->total_shift_applied += out_.shift_model_channels;
       }
-      if (out_.take_subspace_reference || out_.shift_model_channels != 0.0) take_reference_ = true;
+      if (out_.drop_subspace_reference) subspace_.Reset();
+      if (out_.take_subspace_reference || (out_.shift_model_channels != 0.0 && subspace_.has_reference())) {
+        take_reference_ = true;
+      }
       if (k % config_.learn_every == 0) Learn(counts);
       if (take_reference_) {
         const auto m = learner_->Model();

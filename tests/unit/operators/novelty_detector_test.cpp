@@ -172,7 +172,8 @@ TEST_CASE("NoveltyDetector: a persistent shift is one regime change; a 0.2 % ano
   CHECK(rare.novel <= injected + 200);  // plus false alarms (a 5,000-spectrum calibration: rate well under 1e-3)
   CHECK(detector.state() == NoveltyState::kMonitoring);
 
-  // From spectrum `shift_at` on, every z is 8 higher: fires once, 205 novel spectra (5 % of 4096) later.
+  // From spectrum `shift_at` on, every z is 8 higher: fires once, when the 205 novel spectra that make 5 % of
+  // 4096 have been followed by regime_min_span_spectra (1536) more with the fraction held.
   const uint64_t shift_at = 205000 + 300;
   std::vector<NoveltyState> states;
   Run shifted;
@@ -183,12 +184,11 @@ TEST_CASE("NoveltyDetector: a persistent shift is one regime change; a 0.2 % ano
     for (size_t i = 0; i < 1000; ++i) {
       if (first + i >= shift_at) z[i] += 8.0f;
     }
+    const bool absorbing_before = detector.state() == NoveltyState::kAbsorbing;
     if (auto change = detector.Observe(z, t2, {}, v)) shifted.changes.push_back(*change);
     if (states.empty() || states.back() != detector.state()) states.push_back(detector.state());
     for (size_t i = 0; i < 1000; ++i) {
-      if (detector.state() == NoveltyState::kAbsorbing && first + i > shift_at + 1000) {
-        CHECK(v[i] == NoveltyVerdict::kNominal);
-      }
+      if (absorbing_before && detector.state() == NoveltyState::kAbsorbing) CHECK(v[i] == NoveltyVerdict::kNominal);
     }
   }
   REQUIRE(shifted.changes.size() == 1);
@@ -196,12 +196,14 @@ TEST_CASE("NoveltyDetector: a persistent shift is one regime change; a 0.2 % ano
   MESSAGE("regime change: onset ", c.onset_spectrum, " (shift at ", shift_at, "), fraction ", c.fraction);
   CHECK(c.onset_spectrum <= shift_at + 5);
   CHECK(c.onset_spectrum + 4096 > shift_at);
-  CHECK(c.fraction == doctest::Approx(205.0 / 4096.0));
+  // The fraction held for 1536 spectra after it reached 5 %: by then the window holds far more novel spectra.
+  CHECK(c.fraction >= (205.0 + 0.5 * 1536.0) / 4096.0);
   CHECK(c.window_spectra == 4096);
   CHECK(detector.regime_changes() == 1);
-  // absorbing (4096) → calibrating on the shifted regime (5000) → monitoring it, with a higher threshold.
-  const std::vector<NoveltyState> want = {NoveltyState::kAbsorbing, NoveltyState::kCalibrating,
-                                          NoveltyState::kMonitoring};
+  // monitoring while the fraction holds → absorbing (4096) → calibrating on the shifted regime (5000) →
+  // monitoring it, with a higher threshold.
+  const std::vector<NoveltyState> want = {NoveltyState::kMonitoring, NoveltyState::kAbsorbing,
+                                          NoveltyState::kCalibrating, NoveltyState::kMonitoring};
   CHECK(states == want);
   CHECK(detector.deviance_fit().threshold > 8.0);
 }
