@@ -58,6 +58,7 @@ Pipeline::Pipeline(const ServiceOptions& options, ServiceMetrics& metrics, Outpu
       slots_(std::make_shared<Slots>(options.max_frames_in_flight, metrics.frames_in_flight)),
       model_(std::make_shared<const PcaModel>()),
       monitor_(options, metrics, out, log_),
+      dose_(options, metrics, out, log_),
       arena_(ComputeThreads(options), /*reserved_for_masters=*/0) {
   // A graph belongs to the arena it is built in.
   arena_.execute([this] { nodes_ = std::make_unique<Nodes>(*this); });
@@ -189,6 +190,7 @@ void Pipeline::InOrder(const ProcessedPtr& p) {
       PublishResidualMap(residual_maps_.Close("new_series"));
       warned_no_scan_shape_ = false;
       monitor_.StartSeries(item.series);
+      dose_.StartSeries(item.series);
       item.token.reset();
       return;
     case WorkItem::Kind::kSeriesEnd:
@@ -206,6 +208,7 @@ void Pipeline::InOrder(const ProcessedPtr& p) {
     PublishResidualMap(residual_maps_.Close("new_series"));
     warned_no_scan_shape_ = false;
     monitor_.StartSeries(item.series);
+    dose_.StartSeries(item.series);
   }
   const SpectrumBatch& b = *item.batch;
   // Novelty and drift first: they decide what the model may learn from this frame, and their events leave
@@ -236,6 +239,7 @@ void Pipeline::InOrder(const ProcessedPtr& p) {
   m.receive_time_s = b.meta.receive_time_s;
   m.token = item.token;
   out_.Push(std::move(m));
+  dose_.Observe(b);
   MapResiduals(*p);  // after the frame's own message: a map only holds values already published
 }
 
@@ -293,6 +297,9 @@ void Pipeline::PublishResidualMap(std::optional<PassMap> map) {
   r->set_novel_positions(map->novel_positions);
   r->set_novelty_threshold(monitor_.Snapshot().novelty_threshold);
   metrics_.residual_map_outliers.Set(static_cast<double>(s.outliers));
+  // The dose map of the same pass goes out with it (queued after it).
+  const uint32_t pass = map->pass;
+  const std::string closed_by = map->closed_by;
   log_->debug("residual map, series '{}' pass {} ({}): {} of {} positions scored, median {:.3g}, robust sigma {:.3g}, "
               "{} outliers", map_series_, map->pass, map->closed_by, map->positions_scored, map->values.size(),
               s.median, s.robust_sigma, s.outliers);
@@ -302,6 +309,7 @@ void Pipeline::PublishResidualMap(std::optional<PassMap> map) {
   m.envelope = std::move(env);
   m.payload = stream::Payload{values, values->data(), values->size() * sizeof(float)};
   out_.Push(std::move(m));
+  dose_.PublishMap(pass, closed_by, map_series_);
 }
 
 void Pipeline::CloseResidualMap(const std::string& reason) { PublishResidualMap(residual_maps_.Close(reason)); }

@@ -25,6 +25,7 @@
 #include "operators/incremental_svd.hpp"
 #include "operators/residual_map.hpp"
 #include "operators/streaming_model.hpp"
+#include "server/dose_stage.hpp"
 #include "server/monitor_stage.hpp"
 #include "server/output_queue.hpp"
 #include "server/service_metrics.hpp"
@@ -102,6 +103,9 @@ class Pipeline {
   /// False when novelty detection is off.
   bool RequestRecalibrate(std::optional<ScanRect> reference);
   MonitorSnapshot MonitorState() const { return monitor_.Snapshot(); }
+  /// A dose budget for the current series from the next frame (validated by the caller).
+  void RequestDoseBudget(const DoseBudget& budget) { dose_.RequestBudget(budget); }
+  DoseSnapshot DoseState() const { return dose_.Snapshot(); }
   void SetFrozen(bool frozen) { frozen_.store(frozen); }
   bool frozen() const { return frozen_.load(); }
   uint32_t InFlight() const { return slots_->in_flight.load(); }
@@ -161,6 +165,7 @@ class Pipeline {
 
   // in_order node only (and CloseResidualMap once drained).
   MonitorStage monitor_;  // its own contract per method (server/monitor_stage.hpp)
+  DoseStage dose_;        // likewise (server/dose_stage.hpp)
   ResidualMapper residual_maps_;
   std::string map_series_;               // series of the open pass
   bool warned_no_scan_shape_ = false;    // per series

@@ -1,5 +1,7 @@
 #include "server/service.hpp"
 
+#include "operators/config_error.hpp"
+
 #include "control.pb.h"
 #include "server/clock.hpp"
 #include "server/rate_limited_log.hpp"
@@ -272,6 +274,11 @@ wire::Status Service::BuildStatus() const {
   s.set_novel_spectra(monitor.novel_spectra);
   s.set_energy_shift_channels(monitor.energy_shift_channels);
   s.set_subspace_angle_deg(monitor.subspace_angle_deg);
+  const DoseSnapshot dose = pipeline_.DoseState();
+  s.set_dose_run_e_per_a2(dose.run_dose_e_per_A2);
+  s.set_dose_max_position_e_per_a2(dose.max_position_dose_e_per_A2);
+  s.set_dose_position_budget_e_per_a2(dose.budget.position_e_per_A2);
+  s.set_dose_run_budget_e_per_a2(dose.budget.run_e_per_A2);
   return s;
 }
 
@@ -349,6 +356,26 @@ void Service::ControlLoop() {
                                                  "y {}..{}", region->x_min, region->x_max, region->y_min,
                                                  region->y_max)
                                    : std::string("novelty thresholds are re-learnt from the next spectra"));
+          break;
+        }
+        case wire::COMMAND_SET_DOSE_BUDGET: {
+          const auto& r = req.dose_budget();
+          DoseBudget budget = options_.dose_budget;
+          budget.position_e_per_A2 = r.position_e_per_a2();
+          budget.run_e_per_A2 = r.run_e_per_a2();
+          if (r.warning_fraction() != 0.0) budget.warning_fraction = r.warning_fraction();
+          try {
+            budget.Validate();
+          } catch (const specwatch::ConfigError& e) {
+            reply.set_ok(false);
+            reply.set_message(std::string("set_dose_budget: ") + e.what());
+            break;
+          }
+          pipeline_.RequestDoseBudget(budget);
+          reply.set_message(fmt::format("dose budget from the next frame on: {:.6g} e-/A^2 per "
+                                        "position, {:.6g} e-/A^2 per run (0 = none), warning at {:.0f} %",
+                                        budget.position_e_per_A2, budget.run_e_per_A2,
+                                        100 * budget.warning_fraction));
           break;
         }
         case wire::COMMAND_SHUTDOWN:

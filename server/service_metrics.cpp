@@ -56,6 +56,16 @@ ServiceMetrics::ServiceMetrics(prometheus::Registry& r)
                                   "their own unit)")),
       subspace_angle(MakeGauge(r, "specwatch_subspace_angle_degrees",
                                "Largest principal angle between the model and its reference basis")),
+      dose_run(MakeGauge(r, "specwatch_dose_run_e_per_A2",
+                         "Run dose of the current series: the areal dose of every spectrum summed, e-/A^2")),
+      dose_max_position(MakeGauge(r, "specwatch_dose_max_position_e_per_A2",
+                                  "Largest accumulated dose of a scan position in the current series, e-/A^2")),
+      dose_rate(MakeGauge(r, "specwatch_dose_rate_e_per_A2_per_s",
+                          "Areal dose rate of the beam in the latest frame (I / (e A)), e-/A^2/s")),
+      dose_positions_over_warning(MakeGauge(r, "specwatch_dose_positions_over_warning",
+                                            "Scan positions at or beyond the warning fraction of the position budget")),
+      dose_positions_over_limit(MakeGauge(r, "specwatch_dose_positions_over_limit",
+                                          "Scan positions at or beyond the position budget")),
       published_family_(prometheus::BuildCounter()
                             .Name("specwatch_published_messages_total")
                             .Help("Messages published, by topic")
@@ -65,6 +75,15 @@ ServiceMetrics::ServiceMetrics(prometheus::Registry& r)
                         .Help("Drift events published, by kind")
                         .Register(r)) {
   for (const char* kind : kDriftKinds) drift_events_[kind] = &drift_family_.Add({{"kind", kind}});
+  auto& dose_alarms = prometheus::BuildCounter()
+                          .Name("specwatch_dose_alarms_total")
+                          .Help("Dose budget alarms by level and scope (position alarms count positions)")
+                          .Register(r);
+  for (const char* level : {"warning", "limit"}) {
+    for (const char* scope : {"position", "run"}) {
+      dose_alarms_[{level, scope}] = &dose_alarms.Add({{"level", level}, {"scope", scope}});
+    }
+  }
   auto& frames = prometheus::BuildCounter()
                      .Name("specwatch_frames_rejected_total")
                      .Help("Messages rejected, by reason")
@@ -94,6 +113,10 @@ prometheus::Counter& ServiceMetrics::Published(const std::string& topic) {
   if (it != published_.end()) return *it->second;
   // Only the publisher thread publishes, so adding here is single-threaded.
   return *published_.emplace(topic, &published_family_.Add({{"topic", topic}})).first->second;
+}
+
+prometheus::Counter& ServiceMetrics::DoseAlarms(const std::string& level, const std::string& scope) {
+  return *dose_alarms_.at({level, scope});
 }
 
 prometheus::Counter& ServiceMetrics::DriftEvents(const std::string& kind) {

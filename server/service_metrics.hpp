@@ -49,6 +49,11 @@ class ServiceMetrics {
   prometheus::Gauge& energy_shift_channels;  ///< total energy-axis shift of the series
   prometheus::Gauge& energy_shift_axis;   ///< the same in energy-axis units (eV for EELS and EDS)
   prometheus::Gauge& subspace_angle;      ///< largest principal angle to the reference basis, degrees
+  prometheus::Gauge& dose_run;            ///< run dose of the current series, e-/A^2 (summed over spectra)
+  prometheus::Gauge& dose_max_position;   ///< largest dose of a scan position, e-/A^2
+  prometheus::Gauge& dose_rate;           ///< the beam's areal dose rate of the latest frame, e-/A^2/s
+  prometheus::Gauge& dose_positions_over_warning;  ///< positions at or beyond the warning fraction of the budget
+  prometheus::Gauge& dose_positions_over_limit;    ///< positions at or beyond the position budget
 
   prometheus::Counter& FramesRejected(stream::RejectReason r) { return *frames_rejected_.at(r); }
   prometheus::Counter& SpectraRejected(stream::RejectReason r) { return *spectra_rejected_.at(r); }
@@ -57,6 +62,8 @@ class ServiceMetrics {
   /// Drift events by kind ("energy", "subspace", "statistics", "new_phase"); other kinds are added on first use
   /// (from the in_order or the model_update node: guarded).
   prometheus::Counter& DriftEvents(const std::string& kind);
+  /// Dose alarms by level ("warning", "limit") and scope ("position": one per position, "run").
+  prometheus::Counter& DoseAlarms(const std::string& level, const std::string& scope);
 
  private:
   prometheus::Family<prometheus::Counter>& published_family_;
@@ -67,12 +74,13 @@ class ServiceMetrics {
   prometheus::Family<prometheus::Counter>& drift_family_;
   std::mutex drift_mutex_;
   std::map<std::string, prometheus::Counter*> drift_events_;
+  std::map<std::pair<std::string, std::string>, prometheus::Counter*> dose_alarms_;  // fixed at construction
 };
 
 inline constexpr std::array<const char*, 4> kDriftKinds = {"energy", "subspace", "statistics", "new_phase"};
 
 /// Topics the service publishes; their counters exist from the start (so dashboards show zeros).
-inline constexpr std::array<const char*, 7> kTopics = {"denoised", "snapshot", "status", "model", "residual_map",
-                                                       "novelty", "drift"};
+inline constexpr std::array<const char*, 8> kTopics = {"denoised", "snapshot", "status", "model", "residual_map",
+                                                       "novelty", "drift", "dose"};
 
 }  // namespace specwatch::server

@@ -92,6 +92,7 @@ void ServiceOptions::Validate() const {
   monitor.Validate();
   subspace_drift.Validate();
   Require(subspace_check_spectra >= 1, "drift.subspace_check_spectra must be >= 1");
+  dose_budget.Validate();
 }
 
 ServiceOptions LoadConfigFile(const std::string& path, ServiceOptions o) {
@@ -173,6 +174,12 @@ ServiceOptions LoadConfigFile(const std::string& path, ServiceOptions o) {
     if (d.has_statistics()) o.monitor.statistics = d.statistics();
     if (d.has_cusum_block_spectra()) o.monitor.cusum.block_spectra = static_cast<int>(d.cusum_block_spectra());
   }
+  if (c.has_dose()) {
+    const auto& d = c.dose();
+    if (d.has_position_budget_e_per_a2()) o.dose_budget.position_e_per_A2 = d.position_budget_e_per_a2();
+    if (d.has_run_budget_e_per_a2()) o.dose_budget.run_e_per_A2 = d.run_budget_e_per_a2();
+    if (d.has_warning_fraction()) o.dose_budget.warning_fraction = d.warning_fraction();
+  }
   try {
     o.Validate();
   } catch (const ConfigError& e) {
@@ -201,6 +208,7 @@ const Flag kFlags[] = {
     {"--threads", "N", "compute threads, default 0 = one per core"},
     {"--denoised-payload", "spectra|scores", "what denoised messages carry, default spectra"},
     {"--initial-model", "FILE", "start from the model in this snapshot file (save_model, tap recording)"},
+    {"--dose-budget", "E_PER_A2", "dose budget per scan position, e-/A^2 (dose.position_budget_e_per_A2); 0 = none"},
     {"--false-alarm-rate", "A", "novelty false alarms per nominal spectrum, default 1e-4"},
     {"--energy-correction", "auto|on|off", "shift the model to follow the energy axis, default auto (EELS + ZLP)"},
     {"--log-level", "LEVEL", "trace, debug, info (default), warn, error"},
@@ -266,6 +274,7 @@ CommandLine ParseCommandLine(const std::vector<std::string>& args) {
     if (a == "--log-level") o.log_level = v;
     if (a == "--denoised-payload") o.denoised_payload = ParseDenoisedPayload(v, a);
     if (a == "--initial-model") o.initial_model = v;
+    if (a == "--dose-budget") o.dose_budget.position_e_per_A2 = ParseDouble(a, v);
     if (a == "--false-alarm-rate") o.monitor.detector.false_alarm_rate = ParseDouble(a, v);
     if (a == "--energy-correction") o.monitor.energy_correction = ParseEnergyCorrection(v, a);
   }
@@ -352,6 +361,11 @@ std::string HelpText() {
      << "    subspace_check_spectra: " << d.subspace_check_spectra << "    spectra learnt between checks\n"
      << "    statistics: true               CUSUM on block means of the novelty score\n"
      << "    cusum_block_spectra: " << d.monitor.cusum.block_spectra << "        spectra per block mean\n"
+     << "  }\n"
+     << "  dose {                           (DOMAIN.md section 8; budgets per series: control set_dose_budget)\n"
+     << "    position_budget_e_per_A2: 0    per scan position, over its visits; 0 = none\n"
+     << "    run_budget_e_per_A2: 0         the run dose (every spectrum's areal dose summed); 0 = none\n"
+     << "    warning_fraction: " << d.dose_budget.warning_fraction << "          warning alarms at this fraction of a budget\n"
      << "  }\n";
   return os.str();
 }

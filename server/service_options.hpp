@@ -3,6 +3,7 @@
 /// from the config file (protobuf text format, proto/config.proto) and the command line, validated, then
 /// read-only.
 
+#include "operators/dose_ledger.hpp"
 #include "operators/incremental_svd.hpp"
 #include "operators/operando_monitor.hpp"
 #include "operators/poisson_weighting.hpp"
@@ -53,6 +54,7 @@ struct ServiceOptions {
   bool subspace_drift_enabled = true;  ///< drift.subspace
   SubspaceDriftOptions subspace_drift;
   uint32_t subspace_check_spectra = 1024;  ///< spectra learnt between two subspace checks
+  DoseBudget dose_budget;              ///< config section dose, --dose-budget; per series via the control socket
 
   /// Throws ConfigError naming the first bad field.
   void Validate() const;

@@ -53,8 +53,8 @@ DEFAULT_FRAMES_ENDPOINT = "@tcp://127.0.0.1:5555"     # FramePublisher: bind
 DEFAULT_PUBLISH_ENDPOINT = ">tcp://127.0.0.1:5556"    # EventSubscriber: connect
 DEFAULT_CONTROL_ENDPOINT = ">tcp://127.0.0.1:5557"    # ControlClient: connect
 
-TOPICS = ("denoised", "snapshot", "status", "model", "residual_map", "novelty", "drift")
-RESERVED_TOPICS = ("novelty", "drift", "dose", "damage", "advice")
+TOPICS = ("denoised", "snapshot", "status", "model", "residual_map", "novelty", "drift", "dose")
+RESERVED_TOPICS = ("damage", "advice")
 
 # Label values of specwatch_frames_rejected_total{reason} and specwatch_spectra_rejected_total{reason}
 # (stream/frame_decoder.cpp ReasonLabel), in the order the service checks them.
@@ -705,7 +705,7 @@ class Event:
     @property
     def kind(self) -> Optional[str]:
         """Name of the Envelope body set: "denoised", "snapshot", "status", "rank_change", "residual_map",
-        "novelty_event", "novelty_region", "novelty_calibration", "drift_event", or None."""
+        "novelty_event", "novelty_region", "novelty_calibration", "drift_event", "dose_alarm", "dose_map", or None."""
         return self.envelope.WhichOneof("body")
 
     @property
@@ -775,6 +775,12 @@ def _shape_payload(topic: str, envelope, raw: Optional[memoryview]) -> Optional[
         rows, cols = 3, envelope.novelty_event.channel_count
     elif topic == "novelty" and envelope.WhichOneof("body") == "novelty_region":
         rows, cols = 1, envelope.novelty_region.channel_count
+    elif topic == "dose" and envelope.WhichOneof("body") == "dose_map":
+        rows, cols = envelope.dose_map.height, envelope.dose_map.width
+        nbytes = 0 if raw is None else raw.nbytes
+        if nbytes != rows * cols * 8:
+            raise ProtocolError(f"dose: payload of {nbytes} bytes, expected {rows}x{cols} float64")
+        return np.frombuffer(raw, dtype="<f8").reshape(rows, cols) if raw is not None else np.zeros((rows, cols))
     else:
         return None
     nbytes = 0 if raw is None else raw.nbytes
@@ -983,7 +989,8 @@ class ControlClient:
     connected (the "lazy pirate" pattern). One thread only.
     """
 
-    COMMANDS = ("status", "reset_model", "freeze", "resume", "snapshot", "save_model", "recalibrate", "shutdown")
+    COMMANDS = ("status", "reset_model", "freeze", "resume", "snapshot", "save_model", "recalibrate",
+                "set_dose_budget", "shutdown")
 
     def __init__(self, endpoint: str = DEFAULT_CONTROL_ENDPOINT, *, timeout_s: float = 5.0,
                  context: Optional[zmq.Context] = None, protos=None):
@@ -1023,11 +1030,18 @@ class ControlClient:
             raise ValueError(f"unknown command {command!r}; one of {', '.join(self.COMMANDS)}") from None
 
     def request(self, command: Union[str, int], timeout_s: Optional[float] = None, *, path: str = "",
-                reference_region: Optional[Tuple[int, int, int, int]] = None):
+                reference_region: Optional[Tuple[int, int, int, int]] = None,
+                dose_budget: Optional[Tuple[float, float, float]] = None):
         """Sends the command (with `path` for save_model, `reference_region` (x_min, y_min, x_max, y_max) for
-        recalibrate) and returns the ControlReply (ok may be false). Raises ControlTimeout."""
+        recalibrate, `dose_budget` (position, run, warning_fraction; e-/A^2, 0 = none / the configured fraction)
+        for set_dose_budget) and returns the ControlReply (ok may be false). Raises ControlTimeout."""
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
         request = self._pb.control.ControlRequest(command=self.command_value(command), path=path)
+        if dose_budget is not None:
+            position, run, fraction = (float(v) for v in dose_budget)
+            request.dose_budget.position_e_per_A2 = position
+            request.dose_budget.run_e_per_A2 = run
+            request.dose_budget.warning_fraction = fraction
         if reference_region is not None:
             x_min, y_min, x_max, y_max = (int(v) for v in reference_region)
             request.reference_region.x_min, request.reference_region.y_min = x_min, y_min
@@ -1071,6 +1085,13 @@ class ControlClient:
         """The service writes its current model to `path` on the service's host (a snapshot file that
         `specwatch --initial-model` reads). Raises ControlError when it could not (nothing learnt, cannot write)."""
         return self._checked("save_model", timeout_s, path=path)
+
+    def set_dose_budget(self, position_e_per_A2: float = 0.0, run_e_per_A2: float = 0.0,
+                        warning_fraction: float = 0.0, timeout_s: Optional[float] = None):
+        """Dose budgets for the current series (0 = none; warning_fraction 0 = the configured one); alarms are
+        re-armed and those already due fire at once. Raises ControlError when refused."""
+        return self._checked("set_dose_budget", timeout_s,
+                             dose_budget=(position_e_per_A2, run_e_per_A2, warning_fraction))
 
     def recalibrate(self, reference_region: Optional[Tuple[int, int, int, int]] = None,
                     timeout_s: Optional[float] = None):

@@ -1,0 +1,157 @@
+#include "server/dose_stage.hpp"
+
+#include "results.pb.h"
+
+#include <algorithm>
+
+namespace specwatch::server {
+
+DoseStage::DoseStage(const ServiceOptions& options, ServiceMetrics& metrics, OutputQueue& out,
+                     std::shared_ptr<spdlog::logger> log)
+    : options_(options), metrics_(metrics), out_(out), log_(std::move(log)), budget_(options.dose_budget) {
+  ledger_.StartSeries(ScanShape{}, budget_);
+}
+
+void DoseStage::StartSeries(const stream::SeriesInfo& series) {
+  series_id_ = series.id;
+  std::optional<DoseBudget> requested;
+  {
+    std::lock_guard lock(mutex_);
+    std::swap(requested, requested_);
+  }
+  if (requested) budget_ = *requested;  // set before the series started: its budget
+  ledger_.StartSeries(series.scan_shape, budget_);
+  UpdateGauges();
+}
+
+void DoseStage::RequestBudget(const DoseBudget& budget) {
+  std::lock_guard lock(mutex_);
+  requested_ = budget;
+}
+
+DoseSnapshot DoseStage::Snapshot() const {
+  std::lock_guard lock(mutex_);
+  return snapshot_;
+}
+
+void DoseStage::Observe(const SpectrumBatch& b) {
+  alarms_.clear();
+  std::optional<DoseBudget> requested;
+  {
+    std::lock_guard lock(mutex_);
+    std::swap(requested, requested_);
+  }
+  if (b.meta.series_id != series_id_) {  // a frame of a series whose start never came through here
+    stream::SeriesInfo s;
+    s.id = b.meta.series_id;
+    s.scan_shape = b.meta.scan_shape;
+    StartSeries(s);
+  } else if (ledger_.shape().Positions() == 0 && b.meta.scan_shape.Positions() > 0) {
+    // The scan shape became known from a frame header: positions are laid out from here on.
+    ledger_.SetShape(b.meta.scan_shape);
+    log_->info("series '{}': dose map laid out on the scan shape {}x{} from a frame header", series_id_,
+               b.meta.scan_shape.width, b.meta.scan_shape.height);
+  }
+  if (requested) {
+    budget_ = *requested;
+    ledger_.SetBudget(*requested, &alarms_);
+    log_->info("series '{}': dose budget set to {:.6g} e-/A^2 per position, {:.6g} e-/A^2 per run (warning at {:.0f} %)",
+               series_id_, requested->position_e_per_A2, requested->run_e_per_A2, 100 * requested->warning_fraction);
+  }
+  const double dose = DosePerSpectrum_e_per_A2(b.meta.beam_current_pA, b.meta.dwell_s, b.meta.pixel_area_A2);
+  ledger_.AddFrame(static_cast<uint64_t>(b.Spectra()), b.positions, dose, b.meta.dwell_s, &alarms_);
+  last_positions_ = b.positions;
+  last_dose_ = dose > 0.0 ? dose : 0.0;
+  last_spectra_ = static_cast<uint64_t>(b.Spectra());
+  if (!alarms_.empty()) PublishAlarms(alarms_, b.meta.frame_number, b.meta.acquisition_time_s);
+  UpdateGauges();
+}
+
+void DoseStage::PublishAlarms(const std::vector<DoseAlarm>& alarms, uint64_t frame_number, double time_s) {
+  for (const DoseAlarm& a : alarms) {
+    auto env = std::make_shared<wire::Envelope>();
+    env->set_series_id(series_id_);
+    auto* w = env->mutable_dose_alarm();
+    w->set_level(ToString(a.level));
+    w->set_scope(a.run ? "run" : "position");
+    w->set_budget_e_per_a2(a.budget_e_per_A2);
+    w->set_threshold_e_per_a2(a.threshold_e_per_A2);
+    for (size_t i = 0; i < a.positions.size(); ++i) {
+      auto* p = w->add_positions();
+      p->set_x(a.positions[i].x);
+      p->set_y(a.positions[i].y);
+      p->set_scan_pass(a.positions[i].pass);
+      w->add_position_dose_e_per_a2(a.doses_e_per_A2[i]);
+    }
+    w->set_run_dose_e_per_a2(a.run_dose_e_per_A2);
+    w->set_frame_number(frame_number);
+    w->set_acquisition_time_s(time_s);
+    metrics_.DoseAlarms(ToString(a.level), a.run ? "run" : "position")
+        .Increment(a.run ? 1.0 : static_cast<double>(a.positions.size()));
+    if (a.run) {
+      log_->warn("series '{}': run dose {:.6g} e-/A^2 reached the {} of {:.6g} e-/A^2", series_id_, a.run_dose_e_per_A2,
+                 a.level == DoseLevel::kWarning ? "warning level" : "budget", a.budget_e_per_A2);
+    } else {
+      log_->warn("series '{}': {} scan positions reached the dose {} ({:.6g} e-/A^2 of a {:.6g} budget), first ({}, {})",
+                 series_id_, a.positions.size(), a.level == DoseLevel::kWarning ? "warning level" : "budget",
+                 a.threshold_e_per_A2, a.budget_e_per_A2, a.positions.front().x, a.positions.front().y);
+    }
+    OutMessage m;
+    m.topic = "dose";
+    m.envelope = std::move(env);
+    out_.Push(std::move(m));
+  }
+}
+
+void DoseStage::PublishMap(uint32_t pass, const std::string& closed_by, const std::string& series_id) {
+  const ScanShape& shape = ledger_.shape();
+  if (shape.Positions() == 0 || series_id != series_id_) return;
+  auto env = std::make_shared<wire::Envelope>();
+  env->set_series_id(series_id_);
+  auto* w = env->mutable_dose_map();
+  w->set_width(shape.width);
+  w->set_height(shape.height);
+  w->set_scan_pass(pass);
+  w->set_closed_by(closed_by);
+  auto values = std::make_shared<std::vector<double>>(ledger_.position_dose());
+  double run = ledger_.run_dose_e_per_A2();
+  uint64_t spectra = ledger_.spectra();
+  if (closed_by == "next_pass") {  // the frame that closed the pass belongs to the next one
+    for (const ScanPosition& p : last_positions_) {
+      if (p.x < shape.width && p.y < shape.height) (*values)[static_cast<size_t>(p.y) * shape.width + p.x] -= last_dose_;
+    }
+    run -= last_dose_ * static_cast<double>(last_spectra_);
+    spectra -= last_spectra_;
+  }
+  w->set_run_dose_e_per_a2(run);
+  w->set_max_position_dose_e_per_a2(values->empty() ? 0.0 : *std::max_element(values->begin(), values->end()));
+  w->set_dose_per_spectrum_e_per_a2(ledger_.last_dose_per_spectrum_e_per_A2());
+  w->set_dose_rate_e_per_a2_per_s(ledger_.dose_rate_e_per_A2_per_s());
+  const DoseBudget& budget = ledger_.budget();
+  w->set_position_budget_e_per_a2(budget.position_e_per_A2);
+  w->set_run_budget_e_per_a2(budget.run_e_per_A2);
+  w->set_warning_fraction(budget.warning_fraction);
+  w->set_positions_over_warning(ledger_.positions_over_warning());
+  w->set_positions_over_limit(ledger_.positions_over_limit());
+  w->set_spectra(spectra);
+  w->set_spectra_without_dose(ledger_.spectra_without_dose());
+  OutMessage m;
+  m.topic = "dose";
+  m.envelope = std::move(env);
+  m.payload = stream::Payload{values, values->data(), values->size() * sizeof(double)};
+  out_.Push(std::move(m));
+}
+
+void DoseStage::UpdateGauges() {
+  metrics_.dose_run.Set(ledger_.run_dose_e_per_A2());
+  metrics_.dose_max_position.Set(ledger_.max_position_dose_e_per_A2());
+  metrics_.dose_rate.Set(ledger_.dose_rate_e_per_A2_per_s());
+  metrics_.dose_positions_over_warning.Set(static_cast<double>(ledger_.positions_over_warning()));
+  metrics_.dose_positions_over_limit.Set(static_cast<double>(ledger_.positions_over_limit()));
+  std::lock_guard lock(mutex_);
+  snapshot_.run_dose_e_per_A2 = ledger_.run_dose_e_per_A2();
+  snapshot_.max_position_dose_e_per_A2 = ledger_.max_position_dose_e_per_A2();
+  snapshot_.budget = ledger_.budget();
+}
+
+}  // namespace specwatch::server
