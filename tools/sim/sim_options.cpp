@@ -115,6 +115,9 @@ Sample
   --inclusion F            fraction of pixels holding a rare inclusion phase in
                            small clusters (0 = none), 0..0.5                            [0]
   --grow-phase             add a phase that nucleates and grows over the passes
+  --roi X0,Y0,X1,Y1        a rectangle (inclusive) revisited after the full passes     [none]
+  --roi-passes N           passes over --roi after the full passes (frames then carry
+                           explicit positions)                                          [0]
   --seed N                 random seed; same arguments + seed = byte-identical payloads [1]
 
 Drift and dose
@@ -176,6 +179,21 @@ SimOptions ParseSimArgs(std::span<const std::string> args) {
          o.scan_height = static_cast<uint32_t>(ParseRange(n, v.substr(x + 1), 1, 1u << 20));
        }},
       {"--passes", [&](auto& n, auto& v) { o.passes = static_cast<uint32_t>(ParseRange(n, v, 1, 1u << 30)); }},
+      {"--roi",
+       [&](const std::string& n, const std::string& v) {
+         std::vector<uint32_t> c;
+         size_t start = 0;
+         while (start <= v.size()) {
+           const size_t comma = std::min(v.find(',', start), v.size());
+           c.push_back(static_cast<uint32_t>(ParseRange(n, v.substr(start, comma - start), 0, (1u << 20) - 1)));
+           start = comma + 1;
+         }
+         if (c.size() != 4 || c[0] > c[2] || c[1] > c[3]) {
+           throw ConfigError(n + ": '" + v + "' is not X0,Y0,X1,Y1 with X0 <= X1 and Y0 <= Y1");
+         }
+         o.roi_x0 = c[0], o.roi_y0 = c[1], o.roi_x1 = c[2], o.roi_y1 = c[3];
+       }},
+      {"--roi-passes", [&](auto& n, auto& v) { o.roi_passes = static_cast<uint32_t>(ParseRange(n, v, 0, 1u << 20)); }},
       {"--rate", [&](auto& n, auto& v) { o.rate_spectra_per_s = ParseNonNegative(n, v); }},
       {"--endpoint", [&](auto&, auto& v) { o.endpoint = v; }},
       {"--phases", [&](auto& n, auto& v) { o.phases = static_cast<int>(ParseRange(n, v, 1, 6)); }},
@@ -270,6 +288,10 @@ SimOptions ParseSimArgs(std::span<const std::string> args) {
                       std::to_string(MaxBasePhases(o.modality)) + " phases, got " + std::to_string(o.phases));
   }
   if (o.endpoint.empty()) throw ConfigError("--endpoint: required (e.g. tcp://127.0.0.1:5555)");
+  if (o.roi_passes > 0 && (o.roi_x1 >= o.scan_width || o.roi_y1 >= o.scan_height)) {
+    throw ConfigError("--roi: the region must lie inside the scan (" + std::to_string(o.scan_width) + "x" +
+                      std::to_string(o.scan_height) + ")");
+  }
   return o;
 }
 
@@ -280,6 +302,9 @@ std::vector<std::pair<std::string, std::string>> ResolvedArguments(const SimOpti
       {"channels", std::to_string(o.channels)},
       {"scan", std::to_string(o.scan_width) + "x" + std::to_string(o.scan_height)},
       {"passes", std::to_string(o.passes)},
+      {"roi", std::to_string(o.roi_x0) + "," + std::to_string(o.roi_y0) + "," + std::to_string(o.roi_x1) + "," +
+                  std::to_string(o.roi_y1)},
+      {"roi_passes", std::to_string(o.roi_passes)},
       {"rate", Fmt(o.rate_spectra_per_s)},
       {"frame_spectra", std::to_string(o.FrameSpectra())},
       {"counts", Fmt(o.mean_counts)},

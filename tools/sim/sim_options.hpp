@@ -28,6 +28,10 @@ struct SimOptions {
   uint32_t scan_width = 64;
   uint32_t scan_height = 64;
   uint32_t passes = 1;
+  /// After the full passes, roi_passes more over the rectangle roi_x0..roi_x1, roi_y0..roi_y1 (inclusive): a
+  /// region revisited (adaptive acquisition, a dose series). Frames of those passes carry explicit positions.
+  uint32_t roi_passes = 0;
+  uint32_t roi_x0 = 0, roi_y0 = 0, roi_x1 = 0, roi_y1 = 0;
   double rate_spectra_per_s = 1000.0;  ///< 0 = as fast as possible
   std::string endpoint;                ///< required to run; "@" bind (default), ">" connect
   int phases = 3;
@@ -62,7 +66,12 @@ struct SimOptions {
   uint32_t FrameSpectra() const { return frame_spectra ? frame_spectra : scan_width; }
   double DwellUs() const { return dwell_us > 0.0 ? dwell_us : (rate_spectra_per_s > 0.0 ? 1e6 / rate_spectra_per_s : 10.0); }
   std::string SeriesId() const;
-  uint64_t TotalSpectra() const { return uint64_t{scan_width} * scan_height * passes; }
+  uint64_t RasterSpectra() const { return uint64_t{scan_width} * scan_height * passes; }
+  uint64_t RoiPositions() const { return uint64_t{roi_x1 - roi_x0 + 1} * (roi_y1 - roi_y0 + 1); }
+  uint64_t TotalSpectra() const { return RasterSpectra() + (roi_passes > 0 ? RoiPositions() * roi_passes : 0); }
+  bool InRoi(uint32_t x, uint32_t y) const {
+    return roi_passes > 0 && x >= roi_x0 && x <= roi_x1 && y >= roi_y0 && y <= roi_y1;
+  }
 };
 
 /// Parses argv[1..]. Throws ConfigError with a message naming the option on any bad or missing value.

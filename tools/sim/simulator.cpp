@@ -180,6 +180,15 @@ FrameInfo Simulator::Frame(uint64_t frame_number) const {
 }
 
 SpectrumPosition Simulator::Position(uint64_t i) const {
+  const uint64_t raster = options_.RasterSpectra();
+  if (i >= raster) {  // a revisit of the region of interest
+    const uint64_t j = i - raster;
+    const uint64_t area = options_.RoiPositions();
+    const uint64_t k = j % area;
+    const uint32_t w = options_.roi_x1 - options_.roi_x0 + 1;
+    return {options_.roi_x0 + static_cast<uint32_t>(k % w), options_.roi_y0 + static_cast<uint32_t>(k / w),
+            options_.passes + static_cast<uint32_t>(j / area)};
+  }
   const uint64_t per_pass = scene_.Pixels();
   const uint64_t r = i % per_pass;
   return {static_cast<uint32_t>(r % options_.scan_width), static_cast<uint32_t>(r / options_.scan_width),

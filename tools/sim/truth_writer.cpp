@@ -67,12 +67,18 @@ void WriteTruthJson(const Simulator& sim, const std::vector<std::string>& comman
   j.Key("channels").Integer(o.channels);
   j.Key("scan").BeginObject().Key("width").Integer(o.scan_width).Key("height").Integer(o.scan_height).EndObject();
   j.Key("passes").Integer(o.passes);
+  j.Key("roi").BeginObject();
+  j.Key("x0").Integer(o.roi_x0).Key("y0").Integer(o.roi_y0).Key("x1").Integer(o.roi_x1).Key("y1").Integer(o.roi_y1);
+  j.Key("passes").Integer(o.roi_passes);
+  j.EndObject();
   j.Key("frame_spectra").Integer(o.FrameSpectra());
   j.Key("frames").Integer(static_cast<int64_t>(sim.FrameCount()));
   j.Key("spectra").Integer(static_cast<int64_t>(sim.SpectrumCount()));
   j.Key("spectrum_order").String(
       "raster across passes: index i = pass*width*height + y*width + x; frame k holds indices "
-      "k*frame_spectra .. k*frame_spectra + spectrum_count - 1 (FrameHeader.start_index)");
+      "k*frame_spectra .. k*frame_spectra + spectrum_count - 1 (FrameHeader.start_index); after the full passes, "
+      "roi.passes passes over the roi rectangle in raster order within it (pass numbers continuing), sent with "
+      "explicit positions");
   j.Key("payload").String(PayloadName(o.payload));
   j.Key("mean_counts").Number(o.mean_counts);
 
@@ -208,7 +214,10 @@ void WriteTruthJson(const Simulator& sim, const std::vector<std::string>& comman
   for (uint32_t p = 0; p < o.passes; ++p) j.Number(d * p);
   j.EndArray();
   j.Key("accumulated_dose_e_per_A2").BeginArray();  // after the last pass, per pixel (row-major)
-  for (uint64_t px = 0; px < pixels; ++px) j.Number(d * o.passes);
+  for (uint64_t px = 0; px < pixels; ++px) {
+    const auto x = static_cast<uint32_t>(px % o.scan_width), y = static_cast<uint32_t>(px / o.scan_width);
+    j.Number(d * (o.passes + (o.InRoi(x, y) ? o.roi_passes : 0)));
+  }
   j.EndArray();
   j.EndObject();
 

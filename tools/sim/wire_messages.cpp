@@ -71,6 +71,16 @@ wire::FrameHeader MakeFrameHeader(const Simulator& sim, const FrameInfo& frame, 
   FillAxis(sim.Axis(), h.mutable_energy_axis());
   FillAcquisition(sim, h.mutable_acquisition());
   h.set_start_index(frame.start_index);
+  if (frame.start_index + frame.spectrum_count > o.RasterSpectra()) {
+    // Revisits of the region of interest are not in raster order: explicit positions.
+    for (uint32_t i = 0; i < frame.spectrum_count; ++i) {
+      const SpectrumPosition p = sim.Position(frame.start_index + i);
+      auto* w = h.add_positions();
+      w->set_x(p.x);
+      w->set_y(p.y);
+      w->set_scan_pass(p.pass);
+    }
+  }
   FillScan(sim, h.mutable_scan_shape());
   return h;
 }

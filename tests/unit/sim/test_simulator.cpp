@@ -325,3 +325,39 @@ TEST_CASE("Frames tile the raster across passes; headers carry what a late joine
   CHECK(e.frames_sent() == 8);
   CHECK(e.spectra_sent() == 180);
 }
+
+namespace specwatch::sim {
+
+TEST_CASE("Region of interest: revisits after the full passes, explicit positions, pass numbers continuing") {
+  SimOptions o = Small(Modality::kEds);
+  o.scan_width = 8;
+  o.scan_height = 6;
+  o.passes = 2;
+  o.roi_x0 = 2, o.roi_y0 = 1, o.roi_x1 = 4, o.roi_y1 = 2;  // 3 x 2 = 6 positions
+  o.roi_passes = 3;
+  o.frame_spectra = 4;
+  Simulator sim(o);
+  CHECK(sim.SpectrumCount() == 8 * 6 * 2 + 6 * 3);
+  // The first ROI spectrum follows the last raster one.
+  const SpectrumPosition first = sim.Position(96);
+  CHECK((first.x == 2 && first.y == 1 && first.pass == 2));
+  const SpectrumPosition sixth = sim.Position(96 + 5);
+  CHECK((sixth.x == 4 && sixth.y == 2 && sixth.pass == 2));
+  const SpectrumPosition last = sim.Position(96 + 17);
+  CHECK((last.x == 4 && last.y == 2 && last.pass == 4));
+  // Raster frames carry no positions; a frame reaching into the ROI passes carries them all.
+  CHECK(MakeFrameHeader(sim, sim.Frame(0), 0.0).positions_size() == 0);
+  const auto h = MakeFrameHeader(sim, sim.Frame(24), 0.0);  // spectra 96..99
+  REQUIRE(h.positions_size() == 4);
+  CHECK((h.positions(1).x() == 3 && h.positions(1).y() == 1 && h.positions(1).scan_pass() == 2));
+  // Damage follows visits: the 5th visit of a ROI position has the intact weight of pass 4.
+  CHECK(sim.IntactWeight(last.pass) == doctest::Approx(IntactWeight(4, sim.DosePerSpectrum(), o.critical_dose_e_per_A2)));
+  o.roi_x1 = 8;  // outside the 8-wide scan
+  CHECK_THROWS(ParseSimArgs(std::vector<std::string>{"--modality", "eds", "--endpoint", "tcp://127.0.0.1:1", "--scan",
+                                                     "8x6", "--roi", "2,1,8,2", "--roi-passes", "1"}));
+  const SimOptions parsed = ParseSimArgs(std::vector<std::string>{"--modality", "eds", "--endpoint", "tcp://127.0.0.1:1",
+                                                                  "--scan", "8x6", "--roi", "2,1,4,2", "--roi-passes", "3"});
+  CHECK((parsed.roi_x0 == 2 && parsed.roi_y1 == 2 && parsed.roi_passes == 3));
+}
+
+}  // namespace specwatch::sim
