@@ -2,13 +2,20 @@
 
 #include "results.pb.h"
 
+#include "server/clock.hpp"
+
 #include <algorithm>
 
 namespace specwatch::server {
 
 DoseStage::DoseStage(const ServiceOptions& options, ServiceMetrics& metrics, OutputQueue& out,
                      std::shared_ptr<spdlog::logger> log)
-    : options_(options), metrics_(metrics), out_(out), log_(std::move(log)), budget_(options.dose_budget) {
+    : options_(options),
+      metrics_(metrics),
+      out_(out),
+      log_(std::move(log)),
+      advisor_(options.advice),
+      budget_(options.dose_budget) {
   ledger_.StartSeries(ScanShape{}, budget_);
 }
 
@@ -21,6 +28,9 @@ void DoseStage::StartSeries(const stream::SeriesInfo& series) {
   }
   if (requested) budget_ = *requested;  // set before the series started: its budget
   ledger_.StartSeries(series.scan_shape, budget_);
+  advisor_.StartSeries(series.scan_shape);
+  last_codes_.clear();
+  advice_version_ = 0;
   UpdateGauges();
 }
 
@@ -34,7 +44,12 @@ DoseSnapshot DoseStage::Snapshot() const {
   return snapshot_;
 }
 
-void DoseStage::Observe(const SpectrumBatch& b) {
+std::shared_ptr<const wire::AcquisitionAdvice> DoseStage::LatestAdvice() const {
+  std::lock_guard lock(mutex_);
+  return latest_advice_;
+}
+
+void DoseStage::Observe(const SpectrumBatch& b, std::span<const uint8_t> novel) {
   alarms_.clear();
   std::optional<DoseBudget> requested;
   {
@@ -49,6 +64,7 @@ void DoseStage::Observe(const SpectrumBatch& b) {
   } else if (ledger_.shape().Positions() == 0 && b.meta.scan_shape.Positions() > 0) {
     // The scan shape became known from a frame header: positions are laid out from here on.
     ledger_.SetShape(b.meta.scan_shape);
+    advisor_.SetShape(b.meta.scan_shape);
     log_->info("series '{}': dose map laid out on the scan shape {}x{} from a frame header", series_id_,
                b.meta.scan_shape.width, b.meta.scan_shape.height);
   }
@@ -64,7 +80,60 @@ void DoseStage::Observe(const SpectrumBatch& b) {
   last_dose_ = dose > 0.0 ? dose : 0.0;
   last_spectra_ = static_cast<uint64_t>(b.Spectra());
   if (!alarms_.empty()) PublishAlarms(alarms_, b.meta.frame_number, b.meta.acquisition_time_s);
+  for (size_t i = 0; i < novel.size() && i < b.positions.size(); ++i) {
+    if (novel[i]) advisor_.MarkNovel(b.positions[i]);
+  }
   UpdateGauges();
+  if (advisor_.shape().Positions() > 0 && NowSteady() >= next_advice_s_) Advise("change", 0, false);
+}
+
+void DoseStage::Advise(const std::string& trigger, uint32_t pass, bool force) {
+  next_advice_s_ = NowSteady() + options_.advice.min_interval_s;
+  const AdviceMap map = advisor_.Advise(ledger_);
+  std::string codes(map.tiles.size(), '\0');
+  for (size_t t = 0; t < map.tiles.size(); ++t) codes[t] = static_cast<char>(map.tiles[t].advice);
+  if (!force && codes == last_codes_) return;
+  last_codes_ = codes;
+  auto env = std::make_shared<wire::Envelope>();
+  env->set_series_id(series_id_);
+  auto* a = env->mutable_advice();
+  a->set_width(map.shape.width);
+  a->set_height(map.shape.height);
+  a->set_tile_px(map.tile_px);
+  a->set_tiles_x(map.tiles_x);
+  a->set_tiles_y(map.tiles_y);
+  a->set_tile_codes(codes);
+  for (uint32_t ty = 0; ty < map.tiles_y; ++ty) {
+    for (uint32_t tx = 0; tx < map.tiles_x; ++tx) {
+      const TileVerdict& v = map.tiles[size_t{ty} * map.tiles_x + tx];
+      if (v.advice == TileAdvice::kContinue) continue;
+      auto* t = a->add_tiles();
+      t->set_tile_x(tx);
+      t->set_tile_y(ty);
+      t->set_advice(ToString(v.advice));
+      t->set_reason(v.reason);
+      t->set_novel_positions(v.novel_positions);
+      t->set_damaged_positions(v.damaged_positions);
+      t->set_max_dose_e_per_a2(v.max_dose_e_per_A2);
+      t->set_remaining_e_per_a2(v.remaining_e_per_A2);
+    }
+  }
+  a->set_continue_tiles(map.Count(TileAdvice::kContinue));
+  a->set_revisit_tiles(map.Count(TileAdvice::kRevisit));
+  a->set_skip_tiles(map.Count(TileAdvice::kSkip));
+  a->set_dose_per_spectrum_e_per_a2(ledger_.last_dose_per_spectrum_e_per_A2());
+  a->set_revisit_dose_e_per_a2(map.revisit_dose_e_per_A2);
+  a->set_trigger(trigger);
+  a->set_scan_pass(pass);
+  a->set_version(++advice_version_);
+  {
+    std::lock_guard lock(mutex_);
+    latest_advice_ = std::make_shared<const wire::AcquisitionAdvice>(*a);
+  }
+  OutMessage m;
+  m.topic = "advice";
+  m.envelope = std::move(env);
+  out_.Push(std::move(m));
 }
 
 void DoseStage::PublishAlarms(const std::vector<DoseAlarm>& alarms, uint64_t frame_number, double time_s) {
@@ -140,6 +209,7 @@ void DoseStage::PublishMap(uint32_t pass, const std::string& closed_by, const st
   m.envelope = std::move(env);
   m.payload = stream::Payload{values, values->data(), values->size() * sizeof(double)};
   out_.Push(std::move(m));
+  Advise("pass", pass, true);
 }
 
 void DoseStage::UpdateGauges() {

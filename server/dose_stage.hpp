@@ -1,6 +1,8 @@
 #pragma once
-/// The flow graph's adapter around the dose ledger (operators/dose_ledger.hpp): accounts every frame's dose,
-/// publishes budget alarms and the dose map of each scan pass (topic "dose"), and exports the dose metrics.
+/// The flow graph's adapter around the dose ledger (operators/dose_ledger.hpp) and the acquisition advisor
+/// (operators/acquisition_advisor.hpp): accounts every frame's dose, publishes budget alarms and the dose map of
+/// each scan pass (topic "dose"), the advice per tile (topic "advice": at each pass end, and when it changes at
+/// most every advice.min_interval_s), and exports the dose metrics.
 ///
 /// Budgets come from the configuration (dose section, --dose-budget); a control client may set others
 /// (RequestBudget): in force from the next frame, for the current series and the later ones, until set again (a
@@ -8,8 +10,9 @@
 ///
 /// Concurrency, by method:
 ///   StartSeries, Observe, PublishMap   the in_order node (one thread, frame order)
-///   RequestBudget, Snapshot            any thread (a mutex)
+///   RequestBudget, Snapshot, LatestAdvice   any thread (a mutex)
 
+#include "operators/acquisition_advisor.hpp"
 #include "operators/dose_ledger.hpp"
 #include "server/output_queue.hpp"
 #include "server/service_metrics.hpp"
@@ -18,7 +21,10 @@
 
 #include <spdlog/logger.h>
 
+#include "results.pb.h"
+
 #include <memory>
+#include <span>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -40,8 +46,9 @@ class DoseStage {
 
   /// in_order: a series starts (announced or inferred): dose forgotten; the budget in force carries over.
   void StartSeries(const stream::SeriesInfo& series);
-  /// in_order: accounts one frame; publishes the alarms it raised.
-  void Observe(const SpectrumBatch& b);
+  /// in_order: accounts one frame (`novel`: per spectrum 1 = flagged novel, or empty); publishes the alarms it
+  /// raised, and the advice when it changed and min_interval_s has passed.
+  void Observe(const SpectrumBatch& b, std::span<const uint8_t> novel);
   /// in_order: publishes the dose map after scan pass `pass` (when its residual map is published). A pass closed
   /// by the first frame of the next one ("next_pass") is mapped without that frame's dose, which Observe has
   /// already counted.
@@ -50,11 +57,15 @@ class DoseStage {
   /// Any thread: the budget from the next frame on (validated by the caller).
   void RequestBudget(const DoseBudget& budget);
   DoseSnapshot Snapshot() const;
+  /// The advice last computed (empty before any: no scan shape yet).
+  std::shared_ptr<const wire::AcquisitionAdvice> LatestAdvice() const;
   const DoseLedger& ledger() const { return ledger_; }  ///< in_order node only
 
  private:
   void PublishAlarms(const std::vector<DoseAlarm>& alarms, uint64_t frame_number, double time_s);
   void UpdateGauges();
+  /// Computes the advice; publishes it when `force` or when its codes changed since the last published one.
+  void Advise(const std::string& trigger, uint32_t pass, bool force);
 
   const ServiceOptions& options_;
   ServiceMetrics& metrics_;
@@ -63,6 +74,10 @@ class DoseStage {
 
   // in_order node only.
   DoseLedger ledger_;
+  AcquisitionAdvisor advisor_;
+  std::string last_codes_;     // of the last published advice
+  uint64_t advice_version_ = 0;
+  double next_advice_s_ = 0.0; // steady clock
   std::string series_id_;
   std::vector<DoseAlarm> alarms_;  // workspace
   std::vector<ScanPosition> last_positions_;  // the last frame's, and the dose each of its spectra received
@@ -73,6 +88,7 @@ class DoseStage {
   std::optional<DoseBudget> requested_;  // not yet applied
   DoseBudget budget_;                     // in force (in_order node)
   DoseSnapshot snapshot_;
+  std::shared_ptr<const wire::AcquisitionAdvice> latest_advice_;
 };
 
 }  // namespace specwatch::server

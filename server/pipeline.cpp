@@ -239,7 +239,7 @@ void Pipeline::InOrder(const ProcessedPtr& p) {
   m.receive_time_s = b.meta.receive_time_s;
   m.token = item.token;
   out_.Push(std::move(m));
-  dose_.Observe(b);
+  dose_.Observe(b, p->learn.novel ? std::span<const uint8_t>(*p->learn.novel) : std::span<const uint8_t>());
   MapResiduals(*p);  // after the frame's own message: a map only holds values already published
 }
 

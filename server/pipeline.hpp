@@ -106,6 +106,7 @@ class Pipeline {
   /// A dose budget for the current series from the next frame (validated by the caller).
   void RequestDoseBudget(const DoseBudget& budget) { dose_.RequestBudget(budget); }
   DoseSnapshot DoseState() const { return dose_.Snapshot(); }
+  std::shared_ptr<const wire::AcquisitionAdvice> LatestAdvice() const { return dose_.LatestAdvice(); }
   void SetFrozen(bool frozen) { frozen_.store(frozen); }
   bool frozen() const { return frozen_.load(); }
   uint32_t InFlight() const { return slots_->in_flight.load(); }

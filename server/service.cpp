@@ -358,6 +358,18 @@ void Service::ControlLoop() {
                                    : std::string("novelty thresholds are re-learnt from the next spectra"));
           break;
         }
+        case wire::COMMAND_ADVICE: {
+          const auto advice = pipeline_.LatestAdvice();
+          if (!advice) {
+            reply.set_ok(false);
+            reply.set_message("advice: none yet (it needs a scan shape and a first frame)");
+            break;
+          }
+          *reply.mutable_advice() = *advice;
+          reply.set_message(fmt::format("advice version {}: {} revisit, {} skip, {} continue tiles", advice->version(),
+                                        advice->revisit_tiles(), advice->skip_tiles(), advice->continue_tiles()));
+          break;
+        }
         case wire::COMMAND_SET_DOSE_BUDGET: {
           const auto& r = req.dose_budget();
           DoseBudget budget = options_.dose_budget;

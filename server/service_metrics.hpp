@@ -80,7 +80,7 @@ class ServiceMetrics {
 inline constexpr std::array<const char*, 4> kDriftKinds = {"energy", "subspace", "statistics", "new_phase"};
 
 /// Topics the service publishes; their counters exist from the start (so dashboards show zeros).
-inline constexpr std::array<const char*, 8> kTopics = {"denoised", "snapshot", "status", "model", "residual_map",
-                                                       "novelty", "drift", "dose"};
+inline constexpr std::array<const char*, 9> kTopics = {"denoised", "snapshot", "status", "model", "residual_map",
+                                                       "novelty", "drift", "dose", "advice"};
 
 }  // namespace specwatch::server

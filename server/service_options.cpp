@@ -93,6 +93,7 @@ void ServiceOptions::Validate() const {
   subspace_drift.Validate();
   Require(subspace_check_spectra >= 1, "drift.subspace_check_spectra must be >= 1");
   dose_budget.Validate();
+  advice.Validate();
 }
 
 ServiceOptions LoadConfigFile(const std::string& path, ServiceOptions o) {
@@ -179,6 +180,12 @@ ServiceOptions LoadConfigFile(const std::string& path, ServiceOptions o) {
     if (d.has_position_budget_e_per_a2()) o.dose_budget.position_e_per_A2 = d.position_budget_e_per_a2();
     if (d.has_run_budget_e_per_a2()) o.dose_budget.run_e_per_A2 = d.run_budget_e_per_a2();
     if (d.has_warning_fraction()) o.dose_budget.warning_fraction = d.warning_fraction();
+  }
+  if (c.has_advice()) {
+    const auto& a = c.advice();
+    if (a.has_tile_px()) o.advice.tile_px = a.tile_px();
+    if (a.has_revisit_dose_factor()) o.advice.revisit_dose_factor = a.revisit_dose_factor();
+    if (a.has_min_interval_s()) o.advice.min_interval_s = a.min_interval_s();
   }
   try {
     o.Validate();
@@ -366,6 +373,11 @@ std::string HelpText() {
      << "    position_budget_e_per_A2: 0    per scan position, over its visits; 0 = none\n"
      << "    run_budget_e_per_A2: 0         the run dose (every spectrum's areal dose summed); 0 = none\n"
      << "    warning_fraction: " << d.dose_budget.warning_fraction << "          warning alarms at this fraction of a budget\n"
+     << "  }\n"
+     << "  advice {                         per tile: revisit (novelty, budget left) | skip (budget spent, damage) | continue\n"
+     << "    tile_px: " << d.advice.tile_px << "                     tile edge in scan positions\n"
+     << "    revisit_dose_factor: " << d.advice.revisit_dose_factor << "         revisits at this many times the latest dose per spectrum\n"
+     << "    min_interval_s: " << d.advice.min_interval_s << "              published at most this often (and at each pass end)\n"
      << "  }\n";
   return os.str();
 }

@@ -3,6 +3,7 @@
 /// from the config file (protobuf text format, proto/config.proto) and the command line, validated, then
 /// read-only.
 
+#include "operators/acquisition_advisor.hpp"
 #include "operators/dose_ledger.hpp"
 #include "operators/incremental_svd.hpp"
 #include "operators/operando_monitor.hpp"
@@ -55,6 +56,7 @@ struct ServiceOptions {
   SubspaceDriftOptions subspace_drift;
   uint32_t subspace_check_spectra = 1024;  ///< spectra learnt between two subspace checks
   DoseBudget dose_budget;              ///< config section dose, --dose-budget; per series via the control socket
+  AdviceOptions advice;                ///< config section advice
 
   /// Throws ConfigError naming the first bad field.
   void Validate() const;

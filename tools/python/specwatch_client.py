@@ -38,6 +38,7 @@ import numpy as np
 import zmq
 
 __all__ = [
+    "advice_codes",
     "DEFAULT_FRAMES_ENDPOINT", "DEFAULT_PUBLISH_ENDPOINT", "DEFAULT_CONTROL_ENDPOINT", "TOPICS",
     "RESERVED_TOPICS", "REJECT_REASONS", "PAYLOAD_TYPES", "SpecwatchError", "ProtocolError", "FrameRejected",
     "SendTimeout", "ControlTimeout", "ControlError", "load_protos", "parse_endpoints", "attach", "FramePublisher",
@@ -53,8 +54,8 @@ DEFAULT_FRAMES_ENDPOINT = "@tcp://127.0.0.1:5555"     # FramePublisher: bind
 DEFAULT_PUBLISH_ENDPOINT = ">tcp://127.0.0.1:5556"    # EventSubscriber: connect
 DEFAULT_CONTROL_ENDPOINT = ">tcp://127.0.0.1:5557"    # ControlClient: connect
 
-TOPICS = ("denoised", "snapshot", "status", "model", "residual_map", "novelty", "drift", "dose")
-RESERVED_TOPICS = ("damage", "advice")
+TOPICS = ("denoised", "snapshot", "status", "model", "residual_map", "novelty", "drift", "dose", "advice")
+RESERVED_TOPICS = ("damage",)
 
 # Label values of specwatch_frames_rejected_total{reason} and specwatch_spectra_rejected_total{reason}
 # (stream/frame_decoder.cpp ReasonLabel), in the order the service checks them.
@@ -705,7 +706,8 @@ class Event:
     @property
     def kind(self) -> Optional[str]:
         """Name of the Envelope body set: "denoised", "snapshot", "status", "rank_change", "residual_map",
-        "novelty_event", "novelty_region", "novelty_calibration", "drift_event", "dose_alarm", "dose_map", or None."""
+        "novelty_event", "novelty_region", "novelty_calibration", "drift_event", "dose_alarm", "dose_map", "advice",
+        or None."""
         return self.envelope.WhichOneof("body")
 
     @property
@@ -754,6 +756,14 @@ class Event:
     def components(self) -> Optional[np.ndarray]:
         """snapshot: the eigenspectra [rank, channels], by decreasing singular value."""
         return self.payload[1:] if self.topic == "snapshot" and self.payload is not None else None
+
+
+ADVICE_CODES = {0: "continue", 1: "revisit", 2: "skip"}
+
+
+def advice_codes(advice) -> np.ndarray:
+    """AcquisitionAdvice -> uint8 array [tiles_y, tiles_x]: 0 continue, 1 revisit (at higher dose), 2 skip."""
+    return np.frombuffer(advice.tile_codes, dtype=np.uint8).reshape(advice.tiles_y, advice.tiles_x)
 
 
 def _shape_payload(topic: str, envelope, raw: Optional[memoryview]) -> Optional[np.ndarray]:
@@ -990,7 +1000,7 @@ class ControlClient:
     """
 
     COMMANDS = ("status", "reset_model", "freeze", "resume", "snapshot", "save_model", "recalibrate",
-                "set_dose_budget", "shutdown")
+                "set_dose_budget", "advice", "shutdown")
 
     def __init__(self, endpoint: str = DEFAULT_CONTROL_ENDPOINT, *, timeout_s: float = 5.0,
                  context: Optional[zmq.Context] = None, protos=None):
@@ -1085,6 +1095,11 @@ class ControlClient:
         """The service writes its current model to `path` on the service's host (a snapshot file that
         `specwatch --initial-model` reads). Raises ControlError when it could not (nothing learnt, cannot write)."""
         return self._checked("save_model", timeout_s, path=path)
+
+    def advice(self, timeout_s: Optional[float] = None):
+        """The latest AcquisitionAdvice (as published on topic "advice"). Raises ControlError when there is none
+        yet (no scan shape, no frame)."""
+        return self._checked("advice", timeout_s).advice
 
     def set_dose_budget(self, position_e_per_A2: float = 0.0, run_e_per_A2: float = 0.0,
                         warning_fraction: float = 0.0, timeout_s: Optional[float] = None):
