@@ -18,7 +18,7 @@ double IntactWeight(double a, double d, double critical) {
 }
 
 constexpr uint32_t kCheckEvery = 32;  // group sizes between two detection checks
-constexpr double kLagMargin = 0.0;
+constexpr int kLagReach = 2;  // lags searched either side of the group's most frequent one
 
 }  // namespace
 
@@ -83,39 +83,33 @@ void DamageTracker::Bin(const float* counts, int first_channel, int last_channel
   }
 }
 
-int DamageTracker::Align(const float* x, const Eigen::Ref<const Eigen::VectorXf>& y) const {
+int DamageTracker::Align(const float* x, const Eigen::Ref<const Eigen::VectorXf>& y, int centre) {
   const int m = options_.max_lag;
   if (m == 0) return 0;
-  // The lag L minimising the full-resolution χ²(L) = Σ_j (y_{j+L} − x_j)² / (x_j + y_{j+L}) over j in [m, D − m),
-  // taken only when it beats lag 0 by 3 standard deviations of a χ² of that many channels (sqrt(2 n) each, the
-  // difference of two): a spectrum without sharp features, or no drift, stays at lag 0.
-  auto chi2 = [&](int l, int* used) {
-    double c = 0.0;
-    int n = 0;
+  // The lag L near `centre` (the lag most chosen in this visit group so far: drift moves slowly) minimising
+  // χ²(L) = Σ_j (y_{j+L} − x_j)² w_j, w_j = 1 / max(1, 2 x_j) (the Poisson variance of the difference, from the
+  // first visit alone so that one set of weights serves every lag), over j in [m, D − m).
+  weights_.resize(channels_);
+  for (int j = m; j < channels_ - m; ++j) weights_(j) = 1.0f / std::max(1.0f, 2.0f * x[j]);
+  auto chi2 = [&](int l) {
+    float c = 0.0f;
     for (int j = m; j < channels_ - m; ++j) {
-      const double s = static_cast<double>(x[j]) + y(j + l);
-      if (!(s > 0.0)) continue;
-      const double d = static_cast<double>(y(j + l)) - x[j];
-      c += d * d / s;
-      ++n;
+      const float d = y(j + l) - x[j];
+      c += d * d * weights_(j);
     }
-    *used = n;
     return c;
   };
-  int n0 = 0;
-  const double c0 = chi2(0, &n0);
-  double best = c0;
   int lag = 0;
-  for (int l = -m; l <= m; ++l) {
+  float best = chi2(0);
+  for (int l = std::max(-m, centre - kLagReach); l <= std::min(m, centre + kLagReach); ++l) {
     if (l == 0) continue;
-    int n = 0;
-    const double c = chi2(l, &n);
+    const float c = chi2(l);
     if (c < best) {
       best = c;
       lag = l;
     }
   }
-  return c0 - best > kLagMargin * 2.0 * std::sqrt(2.0 * std::max(1, n0)) ? lag : 0;
+  return lag;
 }
 
 std::optional<DamageReport> DamageTracker::Add(const ScanPosition& p, const Eigen::Ref<const Eigen::VectorXf>& counts,
@@ -135,7 +129,12 @@ std::optional<DamageReport> DamageTracker::Add(const ScanPosition& p, const Eige
   }
   const uint32_t visit = visits_[i]++;
   // Align the revisit with the first visit (integer lag), then bin both over the channels both cover.
-  const int lag = Align(x_full, counts);
+  if (groups_acc_.size() < visit) groups_acc_.resize(visit);
+  Accumulator& g = groups_acc_[visit - 1];
+  if (g.lags.empty()) g.lags.assign(2 * static_cast<size_t>(options_.max_lag) + 1, 0);
+  const int centre = static_cast<int>(std::max_element(g.lags.begin(), g.lags.end()) - g.lags.begin()) - options_.max_lag;
+  const int lag = Align(x_full, counts, centre);
+  ++g.lags[static_cast<size_t>(lag + options_.max_lag)];
   const int lo = std::max(0, -lag), hi = std::min(channels_, channels_ - lag);
   Bin(counts.data() + lo + lag, lo, hi, &y_);
   Bin(x_full + lo, lo, hi, &xb_);
@@ -144,8 +143,6 @@ std::optional<DamageReport> DamageTracker::Add(const ScanPosition& p, const Eige
   if (dose_visit > 0.0 && first_dose_[i] > 0.0 && std::abs(dose_visit - first_dose_[i]) > 1e-9 * dose_visit) {
     y_ *= static_cast<float>(first_dose_[i] / dose_visit);
   }
-  if (groups_acc_.size() < visit) groups_acc_.resize(visit);
-  Accumulator& g = groups_acc_[visit - 1];
   if (g.change.size() != bins_) g.change = Eigen::VectorXd::Zero(bins_);
   // What a sub-channel shift does to a bin, to first order: it moves counts across the bin's two edges, so the
   // regressor is s at the upper edge minus s at the lower edge, s = x + y at full resolution (uncorrelated with

@@ -5,9 +5,10 @@
 /// max_positions of them: damage acts everywhere the beam went, so a sample of positions measures it, in bounded
 /// memory). Every later visit y of a tracked position is compared with that first visit x:
 /// 1. Alignment: an energy-axis drift moves every line between visits, which is not damage. The integer lag
-///    L in [−max_lag, max_lag] channels minimising the full-resolution Σ_j (y_{j+L} − x_j)²/(x_j + y_{j+L}) is
-///    taken, and y read shifted back by L: counts are moved, never interpolated. (Chosen from the data, the lag
-///    lowers χ² a little where nothing moved: the statistic errs towards no damage.)
+///    L minimising the full-resolution Σ_j (y_{j+L} − x_j)² / max(1, 2 x_j) is taken, searched within ±2 channels
+///    of the lag most chosen in the visit group so far (drift moves slowly; |L| <= max_lag), and y read shifted
+///    back by L: counts are moved, never interpolated. (Chosen from the data, the lag lowers χ² a little where
+///    nothing moved: the statistic errs towards no damage.)
 /// 2. Both are binned to `bins` energy bins (counts summed) and compared bin by bin, relative to the Poisson floor
 ///    of those very counts:
 ///   χ² = Σ_b (y_b − x_b)² / (x_b + y_b)    over the bins with x_b + y_b > 0 (B_eff of them)
@@ -57,7 +58,7 @@ struct DamageOptions {
   uint32_t min_group = 512;     ///< revisits of one visit number before it can raise a warning
   double detect_sigma = 6.0;    ///< warning when a group's mean excess passes this many standard errors
   double position_sigma = 5.0;  ///< a position is affected when its own excess passes this
-  uint64_t max_positions = 4096;  ///< positions tracked (a regular subgrid; memory: channels floats each)
+  uint64_t max_positions = 2048;  ///< positions tracked (a regular subgrid; memory: channels floats each)
   /// Throws ConfigError naming the field ("damage.bins ...").
   void Validate() const;
 };
@@ -128,9 +129,10 @@ class DamageTracker {
     double sum = 0, sum_sq = 0, sum_beff = 0;
     double first_a = 0, first_d = 0, a = 0, d = 0;
     Eigen::VectorXd change;  // per bin: Σ (y − x)/sqrt(x + y)
+    std::vector<uint32_t> lags;  // how often each lag −max_lag..max_lag was chosen
   };
   void Bin(const float* counts, int first_channel, int last_channel, Eigen::VectorXf* out) const;
-  int Align(const float* x, const Eigen::Ref<const Eigen::VectorXf>& y) const;
+  int Align(const float* x, const Eigen::Ref<const Eigen::VectorXf>& y, int centre);
   DamageGroup Summarise(uint32_t visit, const Accumulator& a) const;
   CriticalDoseFit Fit() const;
   std::vector<ChangedEnergy> Energies(size_t max) const;
@@ -151,7 +153,7 @@ class DamageTracker {
   bool warned_ = false;
   uint64_t affected_count_ = 0;
   std::vector<ScanPosition> new_affected_;
-  Eigen::VectorXf y_, xb_, derivative_, curvature_;   // workspaces
+  Eigen::VectorXf y_, xb_, derivative_, curvature_, weights_;   // workspaces
 };
 
 }  // namespace specwatch

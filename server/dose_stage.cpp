@@ -15,12 +15,14 @@ DoseStage::DoseStage(const ServiceOptions& options, ServiceMetrics& metrics, Out
       out_(out),
       log_(std::move(log)),
       advisor_(options.advice),
+      damage_(options.damage),
       budget_(options.dose_budget) {
   ledger_.StartSeries(ScanShape{}, budget_);
 }
 
 void DoseStage::StartSeries(const stream::SeriesInfo& series) {
   series_id_ = series.id;
+  axis_ = series.energy_axis;
   std::optional<DoseBudget> requested;
   {
     std::lock_guard lock(mutex_);
@@ -29,6 +31,9 @@ void DoseStage::StartSeries(const stream::SeriesInfo& series) {
   if (requested) budget_ = *requested;  // set before the series started: its budget
   ledger_.StartSeries(series.scan_shape, budget_);
   advisor_.StartSeries(series.scan_shape);
+  damage_.StartSeries(series.scan_shape, static_cast<int>(series.channel_count));
+  metrics_.damage_critical_dose.Set(0.0);
+  metrics_.damage_affected_positions.Set(0.0);
   last_codes_.clear();
   advice_version_ = 0;
   UpdateGauges();
@@ -60,11 +65,14 @@ void DoseStage::Observe(const SpectrumBatch& b, std::span<const uint8_t> novel) 
     stream::SeriesInfo s;
     s.id = b.meta.series_id;
     s.scan_shape = b.meta.scan_shape;
+    s.channel_count = static_cast<uint32_t>(b.Channels());
+    s.energy_axis = b.meta.energy_axis;
     StartSeries(s);
   } else if (ledger_.shape().Positions() == 0 && b.meta.scan_shape.Positions() > 0) {
     // The scan shape became known from a frame header: positions are laid out from here on.
     ledger_.SetShape(b.meta.scan_shape);
     advisor_.SetShape(b.meta.scan_shape);
+    damage_.SetShape(b.meta.scan_shape, b.Channels());
     log_->info("series '{}': dose map laid out on the scan shape {}x{} from a frame header", series_id_,
                b.meta.scan_shape.width, b.meta.scan_shape.height);
   }
@@ -75,6 +83,20 @@ void DoseStage::Observe(const SpectrumBatch& b, std::span<const uint8_t> novel) 
                series_id_, requested->position_e_per_A2, requested->run_e_per_A2, 100 * requested->warning_fraction);
   }
   const double dose = DosePerSpectrum_e_per_A2(b.meta.beam_current_pA, b.meta.dwell_s, b.meta.pixel_area_A2);
+  // Damage first: each spectrum with the dose its position had before this visit.
+  if (damage_.tracking() && dose > 0.0) {
+    const ScanShape& shape = ledger_.shape();
+    for (size_t i = 0; i < b.positions.size(); ++i) {
+      const ScanPosition& p = b.positions[i];
+      if (p.x >= shape.width || p.y >= shape.height) continue;
+      const double before = ledger_.position_dose()[size_t{p.y} * shape.width + p.x];
+      if (auto r = damage_.Add(p, b.counts.col(static_cast<Eigen::Index>(i)), before, dose)) {
+        PublishDamage(*r, b.meta.frame_number, b.meta.acquisition_time_s);
+      }
+    }
+  }
+  last_frame_number_ = b.meta.frame_number;
+  last_time_s_ = b.meta.acquisition_time_s;
   ledger_.AddFrame(static_cast<uint64_t>(b.Spectra()), b.positions, dose, b.meta.dwell_s, &alarms_);
   last_positions_ = b.positions;
   last_dose_ = dose > 0.0 ? dose : 0.0;
@@ -209,7 +231,58 @@ void DoseStage::PublishMap(uint32_t pass, const std::string& closed_by, const st
   m.envelope = std::move(env);
   m.payload = stream::Payload{values, values->data(), values->size() * sizeof(double)};
   out_.Push(std::move(m));
+  if (damage_.warned()) PublishDamage(damage_.Report(), last_frame_number_, last_time_s_);
   Advise("pass", pass, true);
+}
+
+void DoseStage::PublishDamage(const DamageReport& r, uint64_t frame_number, double time_s) {
+  for (const ScanPosition& p : r.affected) advisor_.MarkDamaged(p);
+  auto env = std::make_shared<wire::Envelope>();
+  env->set_series_id(series_id_);
+  auto* w = env->mutable_damage_event();
+  w->set_kind(r.warning ? "warning" : "update");
+  w->set_visit(r.group.visit);
+  w->set_positions(r.group.positions);
+  w->set_mean_excess(r.group.mean_excess);
+  w->set_z(r.group.z);
+  w->set_dose_e_per_a2(r.group.dose_start + r.group.dose_width);
+  w->set_critical_dose_ok(r.fit.ok);
+  w->set_critical_dose_e_per_a2(r.fit.critical_dose_e_per_A2);
+  w->set_critical_dose_lower_e_per_a2(r.fit.lower_e_per_A2);
+  w->set_critical_dose_upper_e_per_a2(r.fit.upper_e_per_A2);
+  w->set_groups(r.fit.groups);
+  const EnergyAxis& axis = axis_;
+  for (const ChangedEnergy& e : r.energies) {
+    auto* x = w->add_energies();
+    x->set_first_channel(static_cast<uint32_t>(e.first_channel));
+    x->set_last_channel(static_cast<uint32_t>(e.last_channel));
+    x->set_energy_low(axis.offset + axis.dispersion * e.first_channel);
+    x->set_energy_high(axis.offset + axis.dispersion * e.last_channel);
+    x->set_mean_change_sd(e.mean_change_sd);
+    x->set_z(e.z);
+  }
+  w->set_affected_positions(r.affected_positions);
+  for (size_t i = 0; i < r.affected.size() && i < 4096; ++i) {
+    auto* p = w->add_newly_affected();
+    p->set_x(r.affected[i].x);
+    p->set_y(r.affected[i].y);
+    p->set_scan_pass(r.affected[i].pass);
+  }
+  w->set_tracked_stride(damage_.stride());
+  w->set_frame_number(frame_number);
+  w->set_acquisition_time_s(time_s);
+  if (r.warning) {
+    metrics_.damage_warnings.Increment();
+    log_->warn("series '{}': beam damage: spectra change with dose at visit {} ({:.4g} e-/A^2, z {:.1f}); critical dose "
+               "{:.4g} e-/A^2 [{:.4g}, {:.4g}]", series_id_, r.group.visit, r.group.dose_start + r.group.dose_width,
+               r.group.z, r.fit.critical_dose_e_per_A2, r.fit.lower_e_per_A2, r.fit.upper_e_per_A2);
+  }
+  if (r.fit.ok) metrics_.damage_critical_dose.Set(r.fit.critical_dose_e_per_A2);
+  metrics_.damage_affected_positions.Set(static_cast<double>(r.affected_positions));
+  OutMessage m;
+  m.topic = "damage";
+  m.envelope = std::move(env);
+  out_.Push(std::move(m));
 }
 
 void DoseStage::UpdateGauges() {

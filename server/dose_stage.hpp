@@ -2,7 +2,9 @@
 /// The flow graph's adapter around the dose ledger (operators/dose_ledger.hpp) and the acquisition advisor
 /// (operators/acquisition_advisor.hpp): accounts every frame's dose, publishes budget alarms and the dose map of
 /// each scan pass (topic "dose"), the advice per tile (topic "advice": at each pass end, and when it changes at
-/// most every advice.min_interval_s), and exports the dose metrics.
+/// most every advice.min_interval_s), beam damage (operators/damage_tracker.hpp, topic "damage": a warning once per
+/// series, then the critical-dose fit at each pass end; damaged positions make their tiles "skip"), and exports
+/// the dose and damage metrics.
 ///
 /// Budgets come from the configuration (dose section, --dose-budget); a control client may set others
 /// (RequestBudget): in force from the next frame, for the current series and the later ones, until set again (a
@@ -13,6 +15,7 @@
 ///   RequestBudget, Snapshot, LatestAdvice   any thread (a mutex)
 
 #include "operators/acquisition_advisor.hpp"
+#include "operators/damage_tracker.hpp"
 #include "operators/dose_ledger.hpp"
 #include "server/output_queue.hpp"
 #include "server/service_metrics.hpp"
@@ -63,6 +66,7 @@ class DoseStage {
 
  private:
   void PublishAlarms(const std::vector<DoseAlarm>& alarms, uint64_t frame_number, double time_s);
+  void PublishDamage(const DamageReport& r, uint64_t frame_number, double time_s);
   void UpdateGauges();
   /// Computes the advice; publishes it when `force` or when its codes changed since the last published one.
   void Advise(const std::string& trigger, uint32_t pass, bool force);
@@ -75,10 +79,14 @@ class DoseStage {
   // in_order node only.
   DoseLedger ledger_;
   AcquisitionAdvisor advisor_;
+  DamageTracker damage_;
+  uint64_t last_frame_number_ = 0;
+  double last_time_s_ = 0.0;
   std::string last_codes_;     // of the last published advice
   uint64_t advice_version_ = 0;
   double next_advice_s_ = 0.0; // steady clock
   std::string series_id_;
+  EnergyAxis axis_;
   std::vector<DoseAlarm> alarms_;  // workspace
   std::vector<ScanPosition> last_positions_;  // the last frame's, and the dose each of its spectra received
   double last_dose_ = 0.0;

@@ -66,6 +66,12 @@ ServiceMetrics::ServiceMetrics(prometheus::Registry& r)
                                             "Scan positions at or beyond the warning fraction of the position budget")),
       dose_positions_over_limit(MakeGauge(r, "specwatch_dose_positions_over_limit",
                                           "Scan positions at or beyond the position budget")),
+      damage_warnings(MakeCounter(r, "specwatch_damage_warnings_total",
+                                  "Beam-damage warnings: spectra changing with the dose their position received")),
+      damage_critical_dose(MakeGauge(r, "specwatch_damage_critical_dose_e_per_A2",
+                                     "Current estimate of the critical dose D_c, e-/A^2 (0: none yet)")),
+      damage_affected_positions(MakeGauge(r, "specwatch_damage_affected_positions",
+                                          "Tracked scan positions whose spectra changed with dose")),
       published_family_(prometheus::BuildCounter()
                             .Name("specwatch_published_messages_total")
                             .Help("Messages published, by topic")

@@ -54,6 +54,9 @@ class ServiceMetrics {
   prometheus::Gauge& dose_rate;           ///< the beam's areal dose rate of the latest frame, e-/A^2/s
   prometheus::Gauge& dose_positions_over_warning;  ///< positions at or beyond the warning fraction of the budget
   prometheus::Gauge& dose_positions_over_limit;    ///< positions at or beyond the position budget
+  prometheus::Counter& damage_warnings;   ///< beam-damage warnings (one per series at most)
+  prometheus::Gauge& damage_critical_dose;  ///< the current estimate of D_c, e-/A^2 (0: none)
+  prometheus::Gauge& damage_affected_positions;  ///< tracked positions whose spectra changed with dose
 
   prometheus::Counter& FramesRejected(stream::RejectReason r) { return *frames_rejected_.at(r); }
   prometheus::Counter& SpectraRejected(stream::RejectReason r) { return *spectra_rejected_.at(r); }
@@ -80,7 +83,7 @@ class ServiceMetrics {
 inline constexpr std::array<const char*, 4> kDriftKinds = {"energy", "subspace", "statistics", "new_phase"};
 
 /// Topics the service publishes; their counters exist from the start (so dashboards show zeros).
-inline constexpr std::array<const char*, 9> kTopics = {"denoised", "snapshot", "status", "model", "residual_map",
-                                                       "novelty", "drift", "dose", "advice"};
+inline constexpr std::array<const char*, 10> kTopics = {"denoised", "snapshot", "status", "model", "residual_map",
+                                                        "novelty", "drift", "dose", "advice", "damage"};
 
 }  // namespace specwatch::server

@@ -94,6 +94,7 @@ void ServiceOptions::Validate() const {
   Require(subspace_check_spectra >= 1, "drift.subspace_check_spectra must be >= 1");
   dose_budget.Validate();
   advice.Validate();
+  damage.Validate();
 }
 
 ServiceOptions LoadConfigFile(const std::string& path, ServiceOptions o) {
@@ -186,6 +187,13 @@ ServiceOptions LoadConfigFile(const std::string& path, ServiceOptions o) {
     if (a.has_tile_px()) o.advice.tile_px = a.tile_px();
     if (a.has_revisit_dose_factor()) o.advice.revisit_dose_factor = a.revisit_dose_factor();
     if (a.has_min_interval_s()) o.advice.min_interval_s = a.min_interval_s();
+  }
+  if (c.has_damage()) {
+    const auto& d = c.damage();
+    if (d.has_enabled()) o.damage.enabled = d.enabled();
+    if (d.has_bins()) o.damage.bins = static_cast<int>(d.bins());
+    if (d.has_max_positions()) o.damage.max_positions = d.max_positions();
+    if (d.has_detect_sigma()) o.damage.detect_sigma = d.detect_sigma();
   }
   try {
     o.Validate();
@@ -378,6 +386,12 @@ std::string HelpText() {
      << "    tile_px: " << d.advice.tile_px << "                     tile edge in scan positions\n"
      << "    revisit_dose_factor: " << d.advice.revisit_dose_factor << "         revisits at this many times the latest dose per spectrum\n"
      << "    min_interval_s: " << d.advice.min_interval_s << "              published at most this often (and at each pass end)\n"
+     << "  }\n"
+     << "  damage {                         spectra changing with the dose their position received\n"
+     << "    enabled: true\n"
+     << "    bins: " << d.damage.bins << "                      energy bins of the comparison with the first visit\n"
+     << "    max_positions: " << d.damage.max_positions << "           positions tracked (a regular subgrid of the scan)\n"
+     << "    detect_sigma: " << d.damage.detect_sigma << "                warning when a visit group's mean change passes this\n"
      << "  }\n";
   return os.str();
 }

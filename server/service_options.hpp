@@ -4,6 +4,7 @@
 /// read-only.
 
 #include "operators/acquisition_advisor.hpp"
+#include "operators/damage_tracker.hpp"
 #include "operators/dose_ledger.hpp"
 #include "operators/incremental_svd.hpp"
 #include "operators/operando_monitor.hpp"
@@ -57,6 +58,7 @@ struct ServiceOptions {
   uint32_t subspace_check_spectra = 1024;  ///< spectra learnt between two subspace checks
   DoseBudget dose_budget;              ///< config section dose, --dose-budget; per series via the control socket
   AdviceOptions advice;                ///< config section advice
+  DamageOptions damage;                ///< config section damage
 
   /// Throws ConfigError naming the first bad field.
   void Validate() const;

@@ -54,8 +54,8 @@ DEFAULT_FRAMES_ENDPOINT = "@tcp://127.0.0.1:5555"     # FramePublisher: bind
 DEFAULT_PUBLISH_ENDPOINT = ">tcp://127.0.0.1:5556"    # EventSubscriber: connect
 DEFAULT_CONTROL_ENDPOINT = ">tcp://127.0.0.1:5557"    # ControlClient: connect
 
-TOPICS = ("denoised", "snapshot", "status", "model", "residual_map", "novelty", "drift", "dose", "advice")
-RESERVED_TOPICS = ("damage",)
+TOPICS = ("denoised", "snapshot", "status", "model", "residual_map", "novelty", "drift", "dose", "advice", "damage")
+RESERVED_TOPICS = ()
 
 # Label values of specwatch_frames_rejected_total{reason} and specwatch_spectra_rejected_total{reason}
 # (stream/frame_decoder.cpp ReasonLabel), in the order the service checks them.
@@ -707,7 +707,7 @@ class Event:
     def kind(self) -> Optional[str]:
         """Name of the Envelope body set: "denoised", "snapshot", "status", "rank_change", "residual_map",
         "novelty_event", "novelty_region", "novelty_calibration", "drift_event", "dose_alarm", "dose_map", "advice",
-        or None."""
+        "damage_event", or None."""
         return self.envelope.WhichOneof("body")
 
     @property
