@@ -34,6 +34,15 @@ EXPECTED = {
     "specwatch_energy_shift_ev": "gauge",
     "specwatch_subspace_angle_degrees": "gauge",
     "specwatch_drift_events_total": "counter",
+    "specwatch_dose_run_e_per_A2": "gauge",
+    "specwatch_dose_max_position_e_per_A2": "gauge",
+    "specwatch_dose_rate_e_per_A2_per_s": "gauge",
+    "specwatch_dose_positions_over_warning": "gauge",
+    "specwatch_dose_positions_over_limit": "gauge",
+    "specwatch_dose_alarms_total": "counter",
+    "specwatch_damage_warnings_total": "counter",
+    "specwatch_damage_critical_dose_e_per_A2": "gauge",
+    "specwatch_damage_affected_positions": "gauge",
 }
 
 
