@@ -205,7 +205,10 @@ std::optional<DamageReport> DamageTracker::Add(const ScanPosition& p, const Eige
   g.first_d += first_dose_[i];
   g.a += dose_before;
   g.d += dose_visit;
-  if (warned_ || g.n < options_.min_group || g.n % kCheckEvery != 0) return std::nullopt;
+  // A scan of few positions (a fixed spot, a small area dose series) makes small groups: the whole group then.
+  const uint64_t tracked = uint64_t{tracked_w_} * tracked_h_;
+  const uint64_t needed = std::min<uint64_t>(options_.min_group, tracked);
+  if (warned_ || g.n < needed || (g.n % kCheckEvery != 0 && g.n != needed)) return std::nullopt;
   const DamageGroup s = Summarise(visit, g);
   if (s.z < options_.detect_sigma) return std::nullopt;
   warned_ = true;
@@ -244,7 +247,7 @@ CriticalDoseFit DamageTracker::Fit() const {
   std::vector<DamageGroup> used;
   double mean_visit = 0.0;
   for (const DamageGroup& g : groups()) {
-    if (g.positions < 32) continue;
+    if (g.positions < std::min<uint64_t>(32, uint64_t{tracked_w_} * tracked_h_)) continue;
     used.push_back(g);
     mean_visit += g.dose_width;
   }
@@ -329,7 +332,8 @@ DamageReport DamageTracker::Report(size_t max_energies) {
   DamageReport r;
   const auto& gs = groups();
   for (auto it = gs.rbegin(); it != gs.rend(); ++it) {
-    if (it->positions >= options_.min_group || std::next(it) == gs.rend()) {
+    if (it->positions >= std::min<uint64_t>(options_.min_group, uint64_t{tracked_w_} * tracked_h_) ||
+        std::next(it) == gs.rend()) {
       r.group = *it;
       break;
     }

@@ -26,7 +26,8 @@
 /// over positions, with its standard error, and the mean dose windows of the first and the v-th visit are kept.
 /// Damage S(D) = S∞ + (S₀ − S∞)·exp(−D/D_c) recorded over a visit from dose a to a + d is the dwell average
 /// S∞ + w·(S₀ − S∞), w(a, d) = (D_c/d)(e^{−a/D_c} − e^{−(a+d)/D_c}); so Ȳ_v = K·(w_first − w_v)².
-/// - Detection: a group of at least min_group positions whose Ȳ_v exceeds detect_sigma times its standard error
+/// - Detection: a group of at least min_group positions (or all tracked ones, when fewer: a fixed spot, a small
+///   dose series) whose Ȳ_v exceeds detect_sigma times its standard error
 ///   under no change, sqrt(2(B_eff − 2)/N_v): a damage warning (once per series).
 /// - Critical dose: D_c fitted by profiling over a log grid (K in closed form for each D_c, weighted least
 ///   squares with the groups' empirical standard errors); its ±1σ interval from Δχ² = 1 times the reduced χ² when

@@ -109,3 +109,27 @@ TEST_CASE("no beam damage, 20 passes with energy drift: no damage warning") {
 }
 
 }  // namespace specwatch::acceptance
+
+namespace specwatch::acceptance {
+
+// A fixed-spot time series: one position (scan 1 x 1) visited 120 times, D_c = 30 visits, 20000 counts per spectrum
+// (a spot is usually dwelt on longer): every visit is a group of one.
+TEST_CASE("beam damage at a fixed spot: a warning before 1.5 D_c, D_c within 30 %") {
+  sim::SimOptions o = Options(Modality::kEds, 2048, 1, 20000.0, 1, 120);
+  o.seed = 63;
+  o.dwell_us = 10.0;
+  const double d = sim::DosePerSpectrum_e_per_A2(o.beam_current_pA, o.dwell_us, o.pixel_A);
+  o.critical_dose_e_per_A2 = 30.0 * d;
+  const DamageRun run = RunDamage(o);
+  REQUIRE(run.warning.has_value());
+  const CriticalDoseFit& f = run.final_report.fit;
+  std::printf("fixed spot: warning at visit %u (%.2f D_c, z %.1f); final D_c %.4g [%.4g, %.4g], true %.4g (%.1f %% off)\n",
+              run.warning->group.visit, run.warning_at_dose / o.critical_dose_e_per_A2, run.warning->group.z,
+              f.critical_dose_e_per_A2, f.lower_e_per_A2, f.upper_e_per_A2, o.critical_dose_e_per_A2,
+              100 * (f.critical_dose_e_per_A2 / o.critical_dose_e_per_A2 - 1));
+  CHECK(run.warning_at_dose < 1.5 * o.critical_dose_e_per_A2);
+  REQUIRE(f.ok);
+  CHECK(f.critical_dose_e_per_A2 == doctest::Approx(o.critical_dose_e_per_A2).epsilon(0.30));
+}
+
+}  // namespace specwatch::acceptance
