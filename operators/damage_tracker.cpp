@@ -87,17 +87,14 @@ int DamageTracker::Align(const float* x, const Eigen::Ref<const Eigen::VectorXf>
   const int m = options_.max_lag;
   if (m == 0) return 0;
   // The lag L near `centre` (the lag most chosen in this visit group so far: drift moves slowly) minimising
-  // χ²(L) = Σ_j (y_{j+L} − x_j)² w_j, w_j = 1 / max(1, 2 x_j) (the Poisson variance of the difference, from the
-  // first visit alone so that one set of weights serves every lag), over j in [m, D − m).
-  weights_.resize(channels_);
-  for (int j = m; j < channels_ - m; ++j) weights_(j) = 1.0f / std::max(1.0f, 2.0f * x[j]);
+  // χ²(L) = Σ_j (y_{j+L} − x_j)² / (x_j + y_{j+L}) over j in [m, D − m): the statistic compared afterwards, at full
+  // resolution, symmetric in the two visits (whole-array steps: vectorised).
+  const int n = channels_ - 2 * m;
+  const Eigen::Map<const Eigen::ArrayXf> xs(x + m, n);
   auto chi2 = [&](int l) {
-    float c = 0.0f;
-    for (int j = m; j < channels_ - m; ++j) {
-      const float d = y(j + l) - x[j];
-      c += d * d * weights_(j);
-    }
-    return c;
+    const auto ys = y.segment(m + l, n).array();
+    const auto s = (xs + ys).max(1e-30f);
+    return ((ys - xs).square() / s).sum();
   };
   int lag = 0;
   float best = chi2(0);

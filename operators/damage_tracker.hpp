@@ -5,7 +5,7 @@
 /// max_positions of them: damage acts everywhere the beam went, so a sample of positions measures it, in bounded
 /// memory). Every later visit y of a tracked position is compared with that first visit x:
 /// 1. Alignment: an energy-axis drift moves every line between visits, which is not damage. The integer lag
-///    L minimising the full-resolution Σ_j (y_{j+L} − x_j)² / max(1, 2 x_j) is taken, searched within ±2 channels
+///    L minimising the full-resolution Σ_j (y_{j+L} − x_j)² / (x_j + y_{j+L}) is taken, searched within ±2 channels
 ///    of the lag most chosen in the visit group so far (drift moves slowly; |L| <= max_lag), and y read shifted
 ///    back by L: counts are moved, never interpolated. (Chosen from the data, the lag lowers χ² a little where
 ///    nothing moved: the statistic errs towards no damage.)
@@ -154,7 +154,7 @@ class DamageTracker {
   bool warned_ = false;
   uint64_t affected_count_ = 0;
   std::vector<ScanPosition> new_affected_;
-  Eigen::VectorXf y_, xb_, derivative_, curvature_, weights_;   // workspaces
+  Eigen::VectorXf y_, xb_, derivative_, curvature_;   // workspaces
 };
 
 }  // namespace specwatch
