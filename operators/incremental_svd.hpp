@@ -28,6 +28,11 @@ struct SubspaceOptions {
   /// novelty thresholds, recalibrated at every rank change) at each update.
   double rank_hysteresis = 0.1;
 
+  /// A numerical choice, not a config field: an update leaves the residual R = C − U P implicit (RᵀR = CᵀC − PᵀP,
+  /// R never formed, one GEMM fewer) when R holds more than this share of the block's centred variance, so the
+  /// cancellation costs at most a factor 1/share of relative accuracy. > 1 forms R always (tests compare the two).
+  double implicit_residual_min_fraction = 0.25;
+
   int MaxComponents() const { return rank + oversample; }  ///< k_max
   /// Throws ConfigError naming the field ("pca.rank ...") unless the options suit spectra of `channels` channels.
   void Validate(int channels) const;
@@ -123,6 +128,9 @@ class IncrementalSvd {
   int channels() const { return channels_; }
   int buffered() const { return buffered_; }                   ///< spectra waiting for the next update
   uint64_t rejected_blocks() const { return rejected_blocks_; }  ///< blocks dropped, never reset
+  /// Updates that left the residual implicit (most of the block outside span(U), as for noisy spectra), never
+  /// reset: the others formed it explicitly. A diagnostic for tests and benchmarks.
+  uint64_t implicit_residual_updates() const { return implicit_residual_updates_; }
   /// Continues from `model` (e.g. a snapshot loaded from a file): its mean, basis (re-orthonormalised),
   /// singular values, spectra_seen, total_variance, version, rank, noise estimates and channel_scale become
   /// the state, buffered spectra are dropped; effective_memory and later ranks follow these options.
@@ -149,6 +157,7 @@ class IncrementalSvd {
   Eigen::VectorXd mean_;
   uint64_t updates_since_qr_ = 0;
   uint64_t rejected_blocks_ = 0;
+  uint64_t implicit_residual_updates_ = 0;
 
   Eigen::MatrixXf buffer_;  // D x block
   int buffered_ = 0;
@@ -167,7 +176,9 @@ class IncrementalSvd {
   Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> residual_eigen_;
   Eigen::MatrixXd residual_factor_;   // p x (block + 1): R_r, with R = Q_r R_r
   Eigen::MatrixXd residual_inverse_;  // (block + 1) x p: X with Q_r = R X
-  Eigen::MatrixXf rotation_;    // (block + 1) x k': R's share of the new basis
+  Eigen::MatrixXd residual_rotation_;  // (block + 1) x k': X Ũ_bottom, R's share of the new basis
+  Eigen::MatrixXf rotation_;           // the same in float
+  Eigen::MatrixXd basis_rotation_;     // k x k': U's share (Ũ_top, less P X Ũ_bottom when R is implicit)
   Eigen::MatrixXd small_;       // (k + p) x (k + block + 1): M
   Eigen::MatrixXd gram_;        // (k + p) x (k + p): M Mᵀ
   Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eigen_;

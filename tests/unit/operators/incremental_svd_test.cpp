@@ -44,6 +44,7 @@ TEST_CASE("IncrementalSvd: matches a batch SVD of the same centred data") {
 
   CHECK(model.spectra_seen == 6000.0);
   CHECK(model.version == 188);  // ceil(6000 / 32)
+  CHECK(svd.implicit_residual_updates() == 0);  // blocks mostly inside span(U): R formed, second pass
   CHECK(model.rank == 5);
   CHECK(model.basis.cols() == 13);
   CHECK(model.effective_memory == 0.0);
@@ -63,6 +64,47 @@ TEST_CASE("IncrementalSvd: matches a batch SVD of the same centred data") {
   const Eigen::VectorXd ratio = model.ExplainedVarianceRatio();
   REQUIRE(ratio.size() == 5);
   CHECK(RelativeError(ratio, batch.singular_values.head(5).array().square() / batch.total_variance) < 2e-4);
+  CHECK(OrthonormalityError(model) < 1e-5);
+}
+
+TEST_CASE("IncrementalSvd: noisy blocks (residual left implicit) match the explicit update and a batch SVD") {
+  // Noise carries about half of every block's variance (signal 261 per spectrum, noise 256), as in low-dose
+  // spectra: R is never formed, RᵀR = CᵀC − PᵀP. The same updates with R formed must agree to float rounding,
+  // and both with the batch SVD at the explicit path's tolerances above.
+  LowRankSource source(256, (Eigen::VectorXd(3) << 12, 9, 6).finished(), 1.0, 12);
+  const Eigen::MatrixXf spectra = source.Draw(20000);
+  SubspaceOptions options;
+  options.rank = 3;
+  options.oversample = 8;
+  options.block = 32;
+  IncrementalSvd implicit(256, options);
+  options.implicit_residual_min_fraction = 2.0;  // never
+  IncrementalSvd explicit_residual(256, options);
+  AddInChunks(implicit, spectra, 64);
+  AddInChunks(explicit_residual, spectra, 64);
+  implicit.Flush();
+  explicit_residual.Flush();
+  const PcaModel& model = *implicit.Model();
+  const PcaModel& reference = *explicit_residual.Model();
+  const BatchPca batch(spectra);
+
+  CHECK(implicit.implicit_residual_updates() + 1 == model.version);  // all but the first (no basis yet)
+  CHECK(explicit_residual.implicit_residual_updates() == 0);
+  CHECK(LargestPrincipalAngleDeg(Leading(model, 11), Leading(reference, 11)) < 1e-2);
+  CHECK(RelativeError(model.singular_values, reference.singular_values) < 1e-5);
+
+  CHECK(RelativeError(model.mean.cast<double>(), batch.mean) < 1e-5);
+  CHECK(std::abs(model.total_variance / batch.total_variance - 1.0) < 1e-5);
+  CHECK(LargestPrincipalAngleDeg(Leading(model, 3), batch.basis.leftCols(3)) < 0.05);
+  for (int i = 0; i < 3; ++i) {
+    CAPTURE(i);
+    CHECK(std::abs(model.singular_values(i) / batch.singular_values(i) - 1.0) < 1e-4);
+  }
+  for (int i = 3; i < 11; ++i) {
+    CAPTURE(i);
+    CHECK(model.singular_values(i) / batch.singular_values(i) > 0.85);
+    CHECK(model.singular_values(i) / batch.singular_values(i) < 1.0 + 1e-6);
+  }
   CHECK(OrthonormalityError(model) < 1e-5);
 }
 
