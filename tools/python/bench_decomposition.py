@@ -44,6 +44,9 @@ def parse_args():
     p.add_argument("--passes", type=int, default=2, help="passes over the scan (spectra = W*H*passes)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--rank", type=int, default=16, help="K, for both")
+    p.add_argument("--oversample", type=int, default=0,
+                   help="our extra tracked components (k_max = K + this); 0 tracks K, as IncrementalPCA's "
+                        "n_components does; the service's default is 8 [%(default)s]")
     p.add_argument("--signal-rank", type=int, help="k of the signal subspace compared [phases - 1]")
     p.add_argument("--threads", type=int, default=2, help="denoise threads for ours")
     p.add_argument("--repeat", type=int, default=3, help="timed runs of ours (medians)")
@@ -62,7 +65,8 @@ def run_ours(args, workdir):
     sim = ["--modality", args.modality, "--channels", args.channels, "--phases", args.phases, "--counts",
            args.counts, "--scan", args.scan, "--passes", args.passes, "--seed", args.seed]
     dr.decompose(args.bin, "--sim", *sim, "--rank", args.rank, "--warmup-spectra", 0, "--write-data", data)
-    ours = dr.decompose(args.bin, "--input", data, "--rank", args.rank, "--threads", args.threads,
+    ours = dr.decompose(args.bin, "--input", data, "--rank", args.rank, "--oversample", args.oversample,
+                        "--threads", args.threads,
                         "--repeat", args.repeat, "--write-model", model)
     return data, model, ours
 
@@ -86,7 +90,8 @@ def time_sklearn(weighted, rank, batch, blas_threads):
 
 def ours_row(ours):
     return {
-        "name": "specwatch (block %d)" % ours["options"]["block"],
+        "name": "specwatch (block %d, k_max %d)" % (ours["options"]["block"],
+                                                    ours["options"]["rank"] + ours["options"]["oversample"]),
         "update_per_s": ours["update_spectra_per_s"],
         "denoise_per_s": ours["denoise_spectra_per_s"],
         "combined_per_s": ours["combined_spectra_per_s"],
