@@ -141,8 +141,21 @@ def print_table(rows, ours, ranks, args):
         "met" if combined >= TARGET_UPDATE_DENOISE_PER_S else "NOT met"))
 
 
+def require_sklearn():
+    """Fails before the long run, with the install command, when scikit-learn is missing."""
+    try:
+        import sklearn.decomposition  # noqa: F401
+        import threadpoolctl  # noqa: F401
+    except ImportError as e:
+        sys.exit("bench_decomposition.py needs scikit-learn (%s). It is a benchmark, not a test, so "
+                 "tools/test.sh does not install it; on Debian 12:\n"
+                 "  sudo apt-get install python3-sklearn libopenblas0-pthread\n"
+                 "and run it with /usr/bin/python3 (Debian's Python, where python3-sklearn lives)." % e)
+
+
 def main():
     args = parse_args()
+    require_sklearn()
     batches = [int(b) for b in args.sklearn_batch.split(",") if b]
     signal_rank = args.signal_rank or max(1, args.phases - 1)
     ranks = [signal_rank, args.rank]
