@@ -1,6 +1,6 @@
 #include "tools/bench/bench_options.hpp"
+#include "tools/common/command_line.hpp"
 
-#include <charconv>
 #include <cmath>
 #include <functional>
 #include <map>
@@ -8,23 +8,14 @@
 namespace specwatch::bench {
 namespace {
 
+using tools::ParseCommandLine;
+
 double ParseDouble(const std::string& name, const std::string& text) {
-  double v = 0.0;
-  const char* end = text.data() + text.size();
-  auto [p, ec] = std::from_chars(text.data(), end, v);
-  if (ec != std::errc() || p != end || !std::isfinite(v)) throw BenchConfigError(name + ": '" + text + "' is not a number");
-  return v;
+  return tools::ParseNumber<BenchConfigError>(name, text);
 }
 
 int64_t ParseInt(const std::string& name, const std::string& text, int64_t lo, int64_t hi) {
-  int64_t v = 0;
-  const char* end = text.data() + text.size();
-  auto [p, ec] = std::from_chars(text.data(), end, v);
-  if (ec != std::errc() || p != end) throw BenchConfigError(name + ": '" + text + "' is not an integer");
-  if (v < lo || v > hi) {
-    throw BenchConfigError(name + ": " + text + " is outside " + std::to_string(lo) + ".." + std::to_string(hi));
-  }
-  return v;
+  return tools::ParseInteger<BenchConfigError>(name, text, lo, hi);
 }
 
 }  // namespace
@@ -221,28 +212,7 @@ BenchOptions ParseBenchArgs(std::span<const std::string> args) {
       {"--help", [&] { o.help = true; }},
       {"-h", [&] { o.help = true; }},
   };
-  for (size_t i = 0; i < args.size(); ++i) {
-    std::string name = args[i];
-    std::string value;
-    bool inline_value = false;
-    if (const auto eq = name.find('='); name.rfind("--", 0) == 0 && eq != std::string::npos) {
-      value = name.substr(eq + 1);
-      name = name.substr(0, eq);
-      inline_value = true;
-    }
-    if (auto f = flags.find(name); f != flags.end()) {
-      if (inline_value) throw BenchConfigError(name + " takes no value");
-      f->second();
-      continue;
-    }
-    auto s = valued.find(name);
-    if (s == valued.end()) throw BenchConfigError("unknown option " + name + " (see specwatch-bench --help)");
-    if (!inline_value) {
-      if (i + 1 >= args.size()) throw BenchConfigError(name + " needs a value");
-      value = args[++i];
-    }
-    s->second(name, value);
-  }
+  ParseCommandLine<BenchConfigError>(args, flags, valued);
   if (o.help) return o;
   if (o.find_max && o.find_max_min >= o.rate) {
     throw BenchConfigError("--find-max-min must be below --rate (the bisection's upper end)");

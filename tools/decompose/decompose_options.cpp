@@ -1,8 +1,8 @@
 #include "tools/decompose/decompose_options.hpp"
 
 #include "operators/config_error.hpp"
+#include "tools/common/command_line.hpp"
 
-#include <charconv>
 #include <cmath>
 #include <functional>
 #include <map>
@@ -10,26 +10,14 @@
 namespace specwatch::tools {
 namespace {
 
+using tools::ParseCommandLine;
+
 int64_t ParseInteger(const std::string& name, const std::string& text, int64_t lo, int64_t hi) {
-  int64_t v = 0;
-  const char* end = text.data() + text.size();
-  auto [p, ec] = std::from_chars(text.data(), end, v);
-  if (ec != std::errc() || p != end) throw UsageError(name + ": '" + text + "' is not an integer");
-  if (v < lo || v > hi) {
-    throw UsageError(name + ": " + text + " is outside " + std::to_string(lo) + ".." + std::to_string(hi));
-  }
-  return v;
+  return tools::ParseInteger<UsageError>(name, text, lo, hi);
 }
 
 double ParseNumber(const std::string& name, const std::string& text, double lo, double hi) {
-  double v = 0.0;
-  const char* end = text.data() + text.size();
-  auto [p, ec] = std::from_chars(text.data(), end, v);
-  if (ec != std::errc() || p != end || !std::isfinite(v)) throw UsageError(name + ": '" + text + "' is not a number");
-  if (v < lo || v > hi) {
-    throw UsageError(name + ": " + text + " is outside [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
-  }
-  return v;
+  return tools::ParseNumber<UsageError>(name, text, lo, hi);
 }
 
 Modality ParseModality(const std::string& name, const std::string& text) {
@@ -180,28 +168,7 @@ DecomposeOptions ParseDecomposeArgs(std::span<const std::string> args) {
       {"--help", [&] { o.help = true; }},
       {"-h", [&] { o.help = true; }},
   };
-  for (size_t i = 0; i < args.size(); ++i) {
-    std::string name = args[i];
-    std::string value;
-    bool inline_value = false;
-    if (const auto eq = name.find('='); name.rfind("--", 0) == 0 && eq != std::string::npos) {
-      value = name.substr(eq + 1);
-      name = name.substr(0, eq);
-      inline_value = true;
-    }
-    if (auto f = flags.find(name); f != flags.end()) {
-      if (inline_value) throw UsageError(name + ": takes no value");
-      f->second();
-      continue;
-    }
-    auto s = valued.find(name);
-    if (s == valued.end()) throw UsageError("unknown option '" + args[i] + "' (see --help)");
-    if (!inline_value) {
-      if (i + 1 >= args.size()) throw UsageError(name + ": missing value");
-      value = args[++i];
-    }
-    s->second(name, value);
-  }
+  ParseCommandLine<UsageError>(args, flags, valued);
   if (!o.help) CheckCombination(o, sim_option_given);
   return o;
 }

@@ -1,8 +1,8 @@
 #include "tools/sim/sim_options.hpp"
 
+#include "tools/common/command_line.hpp"
 #include "tools/sim/spectral_models.hpp"
 
-#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <functional>
@@ -18,30 +18,16 @@ std::string Fmt(double v) {
   return buf;
 }
 
-double ParseDouble(const std::string& name, const std::string& text) {
-  double v = 0.0;
-  const char* end = text.data() + text.size();
-  auto [p, ec] = std::from_chars(text.data(), end, v);
-  if (ec != std::errc() || p != end || !std::isfinite(v)) {
-    throw ConfigError(name + ": '" + text + "' is not a number");
-  }
-  return v;
-}
+using tools::ParseCommandLine;
+
+double ParseDouble(const std::string& name, const std::string& text) { return tools::ParseNumber<ConfigError>(name, text); }
 
 uint64_t ParseUnsigned(const std::string& name, const std::string& text) {
-  uint64_t v = 0;
-  const char* end = text.data() + text.size();
-  auto [p, ec] = std::from_chars(text.data(), end, v);
-  if (ec != std::errc() || p != end) throw ConfigError(name + ": '" + text + "' is not a non-negative integer");
-  return v;
+  return tools::ParseInteger<ConfigError, uint64_t>(name, text);
 }
 
 uint64_t ParseRange(const std::string& name, const std::string& text, uint64_t lo, uint64_t hi) {
-  const uint64_t v = ParseUnsigned(name, text);
-  if (v < lo || v > hi) {
-    throw ConfigError(name + ": " + text + " is outside " + std::to_string(lo) + ".." + std::to_string(hi));
-  }
-  return v;
+  return tools::ParseInteger<ConfigError, uint64_t>(name, text, lo, hi);
 }
 
 double ParseNonNegative(const std::string& name, const std::string& text) {
@@ -256,31 +242,7 @@ SimOptions ParseSimArgs(std::span<const std::string> args) {
       {"-h", [&] { o.help = true; }},
   };
 
-  for (size_t i = 0; i < args.size(); ++i) {
-    std::string name = args[i];
-    std::string value;
-    bool inline_value = false;
-    if (name.rfind("--", 0) == 0) {
-      const auto eq = name.find('=');
-      if (eq != std::string::npos) {
-        value = name.substr(eq + 1);
-        name = name.substr(0, eq);
-        inline_value = true;
-      }
-    }
-    if (auto f = flags.find(name); f != flags.end()) {
-      if (inline_value) throw ConfigError(name + ": takes no value");
-      f->second();
-      continue;
-    }
-    auto s = valued.find(name);
-    if (s == valued.end()) throw ConfigError("unknown option '" + args[i] + "' (see --help)");
-    if (!inline_value) {
-      if (i + 1 >= args.size()) throw ConfigError(name + ": missing value");
-      value = args[++i];
-    }
-    s->second(name, value);
-  }
+  ParseCommandLine<ConfigError>(args, flags, valued);
   if (o.help) return o;
   if (!have_modality) throw ConfigError("--modality: required (eels, eds, xrd or raman)");
   if (o.phases > MaxBasePhases(o.modality)) {

@@ -5,6 +5,7 @@
 #include "stream/endpoint.hpp"
 #include "stream/large_message_heap.hpp"
 #include "stream/recording.hpp"
+#include "tools/common/command_line.hpp"
 
 #include <google/protobuf/util/json_util.h>
 #include <zmq.hpp>
@@ -127,37 +128,30 @@ int main(int argc, char** argv) {
   double seconds = 0;
   uint64_t count = 0;
   std::vector<std::string> args(argv + 1, argv + argc);
+  bool help = false;
   try {
-    for (size_t i = 0; i < args.size(); ++i) {
-      const std::string& a = args[i];
-      auto value = [&]() -> std::string {
-        if (i + 1 >= args.size()) throw std::invalid_argument(a + " needs a value");
-        return args[++i];
-      };
-      if (a == "--help" || a == "-h") {
-        std::cout << kHelp;
-        return 0;
-      } else if (a == "--endpoint") {
-        endpoint = value();
-      } else if (a == "--json") {
-        json = true;
-      } else if (a == "--quiet") {
-        quiet = true;
-      } else if (a == "--seconds") {
-        seconds = std::stod(value());
-      } else if (a == "--count") {
-        count = std::stoull(value());
-      } else if (a == "--record") {
-        record = value();
-      } else if (a == "--topics") {
-        topics = value();
-      } else {
-        throw std::invalid_argument("unknown option " + a);
-      }
+    using Error = std::invalid_argument;
+    const specwatch::tools::FlagActions flags = {
+        {"--help", [&] { help = true; }},
+        {"-h", [&] { help = true; }},
+        {"--json", [&] { json = true; }},
+        {"--quiet", [&] { quiet = true; }},
+    };
+    const specwatch::tools::ValueActions values = {
+        {"--endpoint", [&](auto&, auto& v) { endpoint = v; }},
+        {"--seconds", [&](auto& n, auto& v) { seconds = specwatch::tools::ParseNumber<Error>(n, v, 0.0); }},
+        {"--count", [&](auto& n, auto& v) { count = specwatch::tools::ParseInteger<Error, uint64_t>(n, v); }},
+        {"--record", [&](auto&, auto& v) { record = v; }},
+        {"--topics", [&](auto&, auto& v) { topics = v; }},
+    };
+    specwatch::tools::ParseCommandLine<Error>(args, flags, values);
+    if (help) {
+      std::cout << kHelp;
+      return 0;
     }
-    if (endpoint.empty()) throw std::invalid_argument("--endpoint is required");
+    if (endpoint.empty()) throw std::invalid_argument("--endpoint is required (see --help)");
   } catch (const std::exception& e) {
-    std::cerr << "specwatch-tap: " << e.what() << " (see --help)\n";
+    std::cerr << "specwatch-tap: " << e.what() << "\n";
     return 2;
   }
 
