@@ -27,6 +27,20 @@ template <typename T>
   throw ConfigError(message.str());
 }
 
+// model.basis and model.singular_values ← the left singular pairs of `scaled` (D x k, k ≤ D), a basis times its
+// singular values after a change of channels: scaled = Q R, R = Ũ S̃ Ṽᵀ  ⇒  scaled = (Q Ũ) S̃ Ṽᵀ. The QR keeps the
+// SVD at k x k.
+void SetLeftSingularPairs(const Eigen::MatrixXd& scaled, PcaModel& model) {
+  const Eigen::Index k = scaled.cols();
+  Eigen::HouseholderQR<Eigen::MatrixXd> qr(scaled);
+  const Eigen::MatrixXd r = qr.matrixQR().topRows(k).triangularView<Eigen::Upper>();
+  Eigen::JacobiSVD<Eigen::MatrixXd> svd(r, Eigen::ComputeFullU);
+  Eigen::MatrixXd q = Eigen::MatrixXd::Identity(scaled.rows(), k);
+  q.applyOnTheLeft(qr.householderQ());
+  model.basis = (q * svd.matrixU()).cast<float>();
+  model.singular_values = svd.singularValues();
+}
+
 }  // namespace
 
 void SubspaceOptions::Validate(int channels) const {
@@ -352,13 +366,7 @@ void IncrementalSvd::RescaleChannels(const Eigen::VectorXf& factor, const Eigen:
   if (k > 0) {
     // diag(f)·U·diag(s) = Q R, R = Ũ S̃ Ṽᵀ  ⇒  diag(f)·U·diag(s) = (Q Ũ) S̃ Ṽᵀ.
     const Eigen::MatrixXd scaled = f.asDiagonal() * old.basis.cast<double>() * old.singular_values.asDiagonal();
-    Eigen::HouseholderQR<Eigen::MatrixXd> qr(scaled);
-    const Eigen::MatrixXd r = qr.matrixQR().topRows(k).triangularView<Eigen::Upper>();
-    Eigen::JacobiSVD<Eigen::MatrixXd> svd(r, Eigen::ComputeFullU);
-    Eigen::MatrixXd q = Eigen::MatrixXd::Identity(channels_, k);
-    q.applyOnTheLeft(qr.householderQ());
-    next->basis = (q * svd.matrixU()).cast<float>();
-    next->singular_values = svd.singularValues();
+    SetLeftSingularPairs(scaled, *next);
   }
   const double residual = std::max(0.0, old.total_variance - old.singular_values.squaredNorm());
   const double harmonic_mean_f2 = static_cast<double>(channels_) / f.array().square().inverse().sum();
@@ -389,13 +397,7 @@ void IncrementalSvd::ShiftChannels(double delta_channels) {
       const Eigen::VectorXd column = old.basis.col(i).cast<double>() * old.singular_values(i);
       shifted.col(i) = ShiftByCubic(column, delta_channels, ShiftEdge::kZero);
     }
-    Eigen::HouseholderQR<Eigen::MatrixXd> qr(shifted);
-    const Eigen::MatrixXd r = qr.matrixQR().topRows(k).triangularView<Eigen::Upper>();
-    Eigen::JacobiSVD<Eigen::MatrixXd> svd(r, Eigen::ComputeFullU);
-    Eigen::MatrixXd q = Eigen::MatrixXd::Identity(channels_, k);
-    q.applyOnTheLeft(qr.householderQ());
-    next->basis = (q * svd.matrixU()).cast<float>();
-    next->singular_values = svd.singularValues();
+    SetLeftSingularPairs(shifted, *next);
   }
   const double residual = std::max(0.0, old.total_variance - old.singular_values.squaredNorm());
   next->total_variance = next->singular_values.squaredNorm() + residual;
