@@ -27,6 +27,7 @@ struct Timings {
   LearnResult learn;
   std::vector<double> denoise_1_thread_s;
   std::vector<double> denoise_threads_s;  // empty when --threads 1
+  std::vector<double> pipelined_s;        // update and denoise at once on 2 threads; empty when --threads 1
 };
 
 Input LoadInput(const DecomposeOptions& o) {
@@ -56,7 +57,10 @@ Timings RunTimed(const DecomposeOptions& o, const CountsMatrix& counts) {
   t.learn = LearnAll(counts, settings, o.repeat, o.warmup_spectra);
   const PcaModel& model = *t.learn.model;
   t.denoise_1_thread_s = TimeDenoise(model, counts, o.frame_spectra, 1, o.repeat, o.warmup_spectra);
-  if (o.threads > 1) t.denoise_threads_s = TimeDenoise(model, counts, o.frame_spectra, o.threads, o.repeat, 0);
+  if (o.threads > 1) {
+    t.denoise_threads_s = TimeDenoise(model, counts, o.frame_spectra, o.threads, o.repeat, 0);
+    t.pipelined_s = TimePipelined(counts, settings, o.repeat);
+  }
   return t;
 }
 
@@ -157,10 +161,12 @@ void ReportThroughput(sim::JsonWriter& json, const Timings& t, int threads, doub
   json.Key("denoise_spectra_per_s_threads").Number(spectra / denoise_n_s);
   json.Key("combined_spectra_per_s").Number(spectra / (update_s + denoise_1_s));
   json.Key("combined_spectra_per_s_threads").Number(spectra / (update_s + denoise_n_s));
+  if (!t.pipelined_s.empty()) json.Key("pipelined_spectra_per_s").Number(spectra / Median(t.pipelined_s));
   json.Key("seconds").BeginObject();
   json.Key("update").NumberArray(t.learn.seconds);
   json.Key("denoise_1_thread").NumberArray(t.denoise_1_thread_s);
   json.Key("denoise_threads").NumberArray(t.denoise_threads_s.empty() ? t.denoise_1_thread_s : t.denoise_threads_s);
+  json.Key("pipelined").NumberArray(t.pipelined_s);
   json.EndObject();
 }
 

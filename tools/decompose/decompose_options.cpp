@@ -94,7 +94,9 @@ Model (the service's "pca" section)
 
 Run
   --threads N              threads for the timed Denoise (disjoint frames); the
-                           single-thread figure is always reported too             [1]
+                           single-thread figure is always reported too. With 2 or  [1]
+                           more, update and denoise are also timed at once on 2
+                           threads, as the service runs them (pipelined_*)
   --repeat N               timed runs of update and of denoise; medians reported   [1]
   --warmup-spectra N       spectra learnt and denoised untimed first               [4096]
   --check-batch            batch SVD (double, eigen-decomposition of the D x D

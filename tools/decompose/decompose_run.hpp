@@ -2,7 +2,7 @@
 /// The offline run behind specwatch-decompose: every spectrum learnt by a StreamingModel in frame-sized pieces,
 /// then denoised with the final model, each timed on its own (steady_clock, after an untimed warm-up), and the
 /// batch SVD the streaming subspace is judged against. Plain functions on a D x N matrix of counts (column i =
-/// spectrum i); only TimeDenoise starts threads (Denoise is stateless; the service runs it in parallel too).
+/// spectrum i); only TimeDenoise and TimePipelined start threads (Denoise is stateless; the service runs it in parallel too).
 
 #include "operators/denoiser.hpp"
 #include "operators/incremental_svd.hpp"
@@ -40,6 +40,13 @@ LearnResult LearnAll(const CountsMatrix& counts, const ModelSettings& settings, 
 /// thread, and min(N, warmup_spectra) spectra on the calling thread.
 std::vector<double> TimeDenoise(const PcaModel& model, const CountsMatrix& counts, int frame_spectra, int threads,
                                 int repeat, int warmup_spectra);
+
+/// Seconds for the update and denoise running at once on two threads, as the service runs them (the update off
+/// the publishing path): this thread learns every frame in order with a fresh model (Add, then Flush), a second
+/// one denoises each frame with the newest model that has learnt every frame before it (StreamingModel::Model()).
+/// The update never waits for denoise; denoise waits for the update when it catches up. Once per repeat (the warm-up
+/// is LearnAll's and TimeDenoise's).
+std::vector<double> TimePipelined(const CountsMatrix& counts, const ModelSettings& settings, int repeat);
 
 /// All spectra denoised (in counts), for --write-denoised.
 CountsMatrix DenoiseAll(const PcaModel& model, const CountsMatrix& counts, int frame_spectra);

@@ -52,9 +52,12 @@ class DecomposeTest(unittest.TestCase):
         r = report(*TINY_SIM, "--rank", "2", "--check-batch", "--threads", "2")
         for key in ("spectra", "channels", "update_spectra_per_s", "denoise_spectra_per_s",
                     "denoise_spectra_per_s_threads", "combined_spectra_per_s", "combined_spectra_per_s_threads",
-                    "rank", "singular_values", "noise_sigma", "rank_threshold", "batch_check"):
+                    "pipelined_spectra_per_s", "rank", "singular_values", "noise_sigma", "rank_threshold", "batch_check"):
             self.assertIn(key, r)
         self.assertEqual((r["spectra"], r["channels"], r["threads"]), (1024, 256, 2))
+        # Update and denoise at once on 2 threads: one timed run per repeat, and its rate is the one reported.
+        self.assertEqual(len(r["seconds"]["pipelined"]), 1)
+        self.assertAlmostEqual(r["pipelined_spectra_per_s"], 1024 / r["seconds"]["pipelined"][0], places=6)
         self.assertEqual(r["rank"], 2)
         self.assertTrue(r["weighted"])
         b = r["batch_check"]
@@ -71,6 +74,7 @@ class DecomposeTest(unittest.TestCase):
         self.assertEqual((counts.dtype, counts.shape), (np.dtype("<u2"), (1024, 256)))
         self.assertAlmostEqual(a["mean_counts_per_spectrum"], counts.sum(axis=1).mean(), places=3)
         b = report("--input", data, "--rank", "3", "--warmup-spectra", "0")
+        self.assertNotIn("pipelined_spectra_per_s", b)  # one thread: nothing runs at once
         self.assertEqual(a["singular_values"], b["singular_values"])
 
     def test_npy_image_outputs(self):

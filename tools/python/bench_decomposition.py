@@ -4,7 +4,9 @@
 1. specwatch-decompose --sim ... --write-data: simulated counts (uint16), saved so both run on exactly them.
 2. specwatch-decompose --input on them, --threads 2 (it reports denoise on 1 and on 2 threads): the model update
    (StreamingModel::Add over frames of 64, every spectrum learnt, Poisson weighting and its calibration included)
-   and Denoise with the final model, timed separately; the model is written for the subspace comparison.
+   and Denoise with the final model, timed separately; then both at once on 2 threads, as the service runs them
+   (one thread learns, the other denoises each frame with the newest model that learnt the frames before it); the
+   model is written for the subspace comparison.
 3. IncrementalPCA(n_components=K).partial_fit over the same spectra, Poisson-weighted exactly as ours
    (x / sqrt(a_i b_j) with our final model's channel_scale = sqrt(b); the weighting is done beforehand and not
    timed for sklearn), in batches of --sklearn-batch (several sizes can be given), BLAS limited to
@@ -96,6 +98,7 @@ def ours_row(ours):
         "denoise_per_s": ours["denoise_spectra_per_s"],
         "combined_per_s": ours["combined_spectra_per_s"],
         "combined_threads_per_s": ours["combined_spectra_per_s_threads"],
+        "pipelined_per_s": ours.get("pipelined_spectra_per_s"),
     }
 
 
@@ -108,6 +111,7 @@ def sklearn_row(weighted, rank, batch, blas_threads):
         "denoise_per_s": n / transform_s,
         "combined_per_s": n / (fit_s + transform_s),
         "combined_threads_per_s": None,
+        "pipelined_per_s": None,
     }, components
 
 
@@ -116,16 +120,18 @@ def fmt(v, digits=0):
 
 
 def print_table(rows, ours, ranks, args):
-    header = ("| | update (partial_fit) spectra/s | denoise spectra/s | update + denoise spectra/s, 1 thread "
-              "| same, %d threads | max angle top-%d (deg) | max angle top-%d (deg) |" % (args.threads, *ranks))
+    header = ("| | update (partial_fit) spectra/s | denoise spectra/s | update then denoise spectra/s, 1 thread "
+              "| update then denoise on %d threads | update and denoise at once, 2 threads (pipelined) "
+              "| max angle top-%d (deg) | max angle top-%d (deg) |" % (args.threads, *ranks))
     print(header)
-    print("|---" * 7 + "|")
+    print("|---" * 8 + "|")
     for r in rows:
-        print("| %s | %s | %s | %s | %s | %s | %s |" % (
+        print("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
             r["name"], fmt(r["update_per_s"]), fmt(r["denoise_per_s"]), fmt(r["combined_per_s"]),
-            fmt(r["combined_threads_per_s"]), fmt(r["angles"][0], 3), fmt(r["angles"][1], 2)))
+            fmt(r["combined_threads_per_s"]), fmt(r["pipelined_per_s"]), fmt(r["angles"][0], 3),
+            fmt(r["angles"][1], 2)))
     for r in rows[1:]:
-        print("| ratio ours / %s | %.1fx | %.1fx | %.1fx | | | |" % (
+        print("| ratio ours / %s | %.1fx | %.1fx | %.1fx | | | | |" % (
             r["name"], ours["update_per_s"] / r["update_per_s"], ours["denoise_per_s"] / r["denoise_per_s"],
             ours["combined_per_s"] / r["combined_per_s"]))
     best = max(rows[1:], key=lambda r: r["update_per_s"])
@@ -135,9 +141,11 @@ def print_table(rows, ours, ranks, args):
           "subspace error: %.1fx, top-%d angle %.3f vs %.3f deg -> %s" % (
               TARGET_PARTIAL_FIT_RATIO, best["name"], ratio, ranks[0], ours["angles"][0], best["angles"][0],
               "met" if ratio >= TARGET_PARTIAL_FIT_RATIO and ours["angles"][0] <= best["angles"][0] else "NOT met"))
-    combined = ours["combined_threads_per_s"]
-    print("target: update + denoise >= %s spectra/s on this machine: %s with %d threads -> %s" % (
-        fmt(TARGET_UPDATE_DENOISE_PER_S), fmt(combined), args.threads,
+    # The service's arrangement: the update off the publishing path, on its own thread, beside denoise.
+    combined = ours["pipelined_per_s"] or ours["combined_threads_per_s"]
+    print("target: update + denoise >= %s spectra/s on this machine: %s (%s) -> %s" % (
+        fmt(TARGET_UPDATE_DENOISE_PER_S), fmt(combined),
+        "at once on 2 threads" if ours["pipelined_per_s"] else "update then denoise on %d threads" % args.threads,
         "met" if combined >= TARGET_UPDATE_DENOISE_PER_S else "NOT met"))
 
 
