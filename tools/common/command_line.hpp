@@ -85,7 +85,9 @@ Int ParseInteger(const std::string& name, const std::string& text, Int lo = std:
   if (ec != std::errc() || p != end) {
     throw Error(name + ": '" + text + "' is not a" + (std::is_unsigned_v<Int> ? " non-negative" : "n") + " integer");
   }
-  if (v < lo || v > hi) throw Error(name + ": " + text + " is outside " + std::to_string(lo) + ".." + std::to_string(hi));
+  if (v < lo || v > hi) {
+    throw Error(name + ": " + text + " is outside " + std::to_string(lo) + ".." + std::to_string(hi));
+  }
   return v;
 }
 

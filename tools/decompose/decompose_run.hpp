@@ -2,7 +2,8 @@
 /// The offline run behind specwatch-decompose: every spectrum learnt by a StreamingModel in frame-sized pieces,
 /// then denoised with the final model, each timed on its own (steady_clock, after an untimed warm-up), and the
 /// batch SVD the streaming subspace is judged against. Plain functions on a D x N matrix of counts (column i =
-/// spectrum i); only TimeDenoise and TimePipelined start threads (Denoise is stateless; the service runs it in parallel too).
+/// spectrum i); only TimeDenoise and TimePipelined start threads (Denoise is stateless; the service runs it in
+/// parallel too).
 
 #include "operators/denoiser.hpp"
 #include "operators/incremental_svd.hpp"

@@ -52,7 +52,8 @@ class DecomposeTest(unittest.TestCase):
         r = report(*TINY_SIM, "--rank", "2", "--check-batch", "--threads", "2")
         for key in ("spectra", "channels", "update_spectra_per_s", "denoise_spectra_per_s",
                     "denoise_spectra_per_s_threads", "combined_spectra_per_s", "combined_spectra_per_s_threads",
-                    "pipelined_spectra_per_s", "rank", "singular_values", "noise_sigma", "rank_threshold", "batch_check"):
+                    "pipelined_spectra_per_s", "rank", "singular_values", "noise_sigma", "rank_threshold",
+                    "batch_check"):
             self.assertIn(key, r)
         self.assertEqual((r["spectra"], r["channels"], r["threads"]), (1024, 256, 2))
         # Update and denoise at once on 2 threads: one timed run per repeat, and its rate is the one reported.

@@ -10,6 +10,7 @@
 // eigen-decomposition of the (K + BLOCK − 1)² matrix M Mᵀ. Median of 15 runs of 200 repetitions each; per block,
 // per spectrum and in GFLOP/s; and the ceiling their sum puts on spectra/s (Poisson weighting, the mean,
 // the Cholesky of the Gram matrix and the model snapshot come on top).
+// A second table splits the eigenproblem: its tridiagonal form (with and without Q) and the QR iteration.
 #include "operators/column_gram.hpp"
 
 #include <Eigen/Dense>
@@ -58,6 +59,11 @@ int main(int argc, char** argv) {
   std::vector<int> ks;
   for (int i = 3; i < argc; ++i) ks.push_back(PositiveArg(argv[i], "K"));
   if (ks.empty()) ks = {16, 24};
+  struct EigenSplit {
+    int n;
+    double tridiagonal_s, tridiagonal_q_s, values_s, whole_s;
+  };
+  std::vector<EigenSplit> splits;
   const int cols = std::max(block - 1, 1);
   std::printf("D %d, block %d (%d centred columns); medians of 15 runs; us per block / per spectrum, GFLOP/s\n", d,
               block, cols);
@@ -89,6 +95,17 @@ int main(int argc, char** argv) {
     m = (m * m.transpose()).eval();
     Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eigen(n);
     const double t_e = MedianSeconds([&] { eigen.compute(m); }, 20);
+    // Where the eigenproblem's time goes: Householder tridiagonal form (alone, and with Q formed, as the solver
+    // does), and the QR iteration for the eigenvalues alone; the whole less the form with Q is the QR with vectors.
+    Eigen::Tridiagonalization<Eigen::MatrixXd> tridiagonal(n);
+    Eigen::MatrixXd q(n, n);
+    const double t_t = MedianSeconds([&] { tridiagonal.compute(m); }, 20);
+    const double t_tq = MedianSeconds([&] { tridiagonal.compute(m); q = tridiagonal.matrixQ(); }, 20);
+    const Eigen::VectorXd diagonal = tridiagonal.diagonal(), subdiagonal = tridiagonal.subDiagonal();
+    Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> values(n);
+    const double t_v =
+        MedianSeconds([&] { values.computeFromTridiagonal(diagonal, subdiagonal, Eigen::EigenvaluesOnly); }, 20);
+    splits.push_back({n, t_t, t_tq, t_v, t_e});
     const double f_p = 2.0 * d * k * cols, f_g = 1.0 * d * cols * (cols + 1), f_r = 2.0 * d * (cols + k) * k;
     const double per_spectrum = (t_p + t_g + t_r + t_e) / block;
     auto cell = [&](double t, double flops) {
@@ -99,6 +116,14 @@ int main(int argc, char** argv) {
     std::printf("| %d | %s | %s | %s | %s | %.1f / %.2f us (%d) | %.2f us | %.0f |\n", k, cell(t_p, f_p).c_str(),
                 cell(t_g, f_g).c_str(), cell(t_g_eigen, f_g).c_str(), cell(t_r, f_r).c_str(), t_e * 1e6, t_e / block * 1e6, n,
                 per_spectrum * 1e6, 1.0 / per_spectrum);
+  }
+  std::printf("\nThe eigenproblem per block (us): Eigen's SelfAdjointEigenSolver, its tridiagonal form, and the QR\n");
+  std::printf("| n | whole | tridiagonal form | form with Q | QR, eigenvalues only "
+              "| QR with vectors (whole - form with Q) |\n");
+  std::printf("|---|---|---|---|---|---|\n");
+  for (const EigenSplit& e : splits) {
+    std::printf("| %d | %.1f | %.1f | %.1f | %.1f | %.1f |\n", e.n, e.whole_s * 1e6, e.tridiagonal_s * 1e6,
+                e.tridiagonal_q_s * 1e6, e.values_s * 1e6, (e.whole_s - e.tridiagonal_q_s) * 1e6);
   }
   return 0;
 }

@@ -20,7 +20,9 @@ std::string Fmt(double v) {
 
 using tools::ParseCommandLine;
 
-double ParseDouble(const std::string& name, const std::string& text) { return tools::ParseNumber<ConfigError>(name, text); }
+double ParseDouble(const std::string& name, const std::string& text) {
+  return tools::ParseNumber<ConfigError>(name, text);
+}
 
 uint64_t ParseUnsigned(const std::string& name, const std::string& text) {
   return tools::ParseInteger<ConfigError, uint64_t>(name, text);

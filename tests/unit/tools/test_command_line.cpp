@@ -30,8 +30,16 @@ Parsed Parse(std::vector<std::string> args) {
       {"-h", [&] { p.help = true; p.order.push_back("help"); }},
   };
   const ValueActions values = {
-      {"--rate", [&](auto& n, auto& v) { p.rate = ParseNumber<ToolError>(n, v, 0.0, 1e6); p.order.push_back("rate"); }},
-      {"--count", [&](auto& n, auto& v) { p.count = ParseInteger<ToolError>(n, v, 0, 100); p.order.push_back("count"); }},
+      {"--rate",
+       [&](auto& n, auto& v) {
+         p.rate = ParseNumber<ToolError>(n, v, 0.0, 1e6);
+         p.order.push_back("rate");
+       }},
+      {"--count",
+       [&](auto& n, auto& v) {
+         p.count = ParseInteger<ToolError>(n, v, 0, 100);
+         p.order.push_back("count");
+       }},
   };
   ParseCommandLine<ToolError>(args, flags, values);
   return p;
