@@ -1,8 +1,8 @@
 #pragma once
-/// The flow graph's adapter around the dose ledger (operators/dose_ledger.hpp) and the acquisition advisor
-/// (operators/acquisition_advisor.hpp): accounts every frame's dose, publishes budget alarms and the dose map of
+/// The flow graph's adapter around the dose ledger (operators/dose/dose_ledger.hpp) and the acquisition advisor
+/// (operators/dose/acquisition_advisor.hpp): accounts every frame's dose, publishes budget alarms and the dose map of
 /// each scan pass (topic "dose"), the advice per tile (topic "advice": at each pass end, and when it changes at
-/// most every advice.min_interval_s), beam damage (operators/damage_tracker.hpp, topic "damage": a warning once per
+/// most every advice.min_interval_s), beam damage (operators/dose/damage_tracker.hpp, topic "damage": a warning once per
 /// series, then the critical-dose fit at each pass end; damaged positions make their tiles "skip"), and exports
 /// the dose and damage metrics.
 ///
@@ -14,9 +14,9 @@
 ///   StartSeries, Observe, PublishMap   the in_order node (one thread, frame order)
 ///   RequestBudget, Snapshot, LatestAdvice   any thread (a mutex)
 
-#include "operators/acquisition_advisor.hpp"
-#include "operators/damage_tracker.hpp"
-#include "operators/dose_ledger.hpp"
+#include "operators/dose/acquisition_advisor.hpp"
+#include "operators/dose/damage_tracker.hpp"
+#include "operators/dose/dose_ledger.hpp"
 #include "server/output_queue.hpp"
 #include "server/service_metrics.hpp"
 #include "server/service_options.hpp"

@@ -1,7 +1,7 @@
 // specwatch: the service's entry point. Configuration errors exit 2 with a message naming the problem;
 // SIGINT/SIGTERM stop the service cleanly (exit 0).
 
-#include "operators/config_error.hpp"
+#include "operators/core/config_error.hpp"
 #include "server/model_snapshot.hpp"
 #include "server/pipeline.hpp"
 #include "server/service.hpp"

@@ -1,7 +1,7 @@
 #include "server/model_snapshot.hpp"
 
-#include "operators/config_error.hpp"
-#include "operators/streaming_model.hpp"
+#include "operators/core/config_error.hpp"
+#include "operators/model/streaming_model.hpp"
 #include "stream/recording.hpp"
 
 #include <fcntl.h>

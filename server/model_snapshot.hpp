@@ -5,8 +5,8 @@
 ///
 /// Pure functions of their arguments plus file I/O; any thread.
 
-#include "operators/incremental_svd.hpp"
-#include "operators/spectrum_batch.hpp"
+#include "operators/model/incremental_svd.hpp"
+#include "operators/core/spectrum_batch.hpp"
 #include "results.pb.h"
 #include "server/service_options.hpp"
 

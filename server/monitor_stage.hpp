@@ -1,5 +1,5 @@
 #pragma once
-/// The flow graph's adapter around OperandoMonitor (operators/operando_monitor.hpp) and SubspaceDriftTracker:
+/// The flow graph's adapter around OperandoMonitor (operators/monitor/operando_monitor.hpp) and SubspaceDriftTracker:
 /// runs them on each denoised frame, publishes what they find (topics "novelty" and "drift"), counts it in the
 /// metrics, and tells the model update what to learn and when to shift.
 ///
@@ -8,8 +8,8 @@
 ///   AfterModelUpdate, TakeSubspaceReference, ModelShifted, ModelReset   the model_update node
 ///   RequestRecalibrate, RequestModelReset, Snapshot   any thread (they only set or read atomics / a mutex)
 
-#include "operators/operando_monitor.hpp"
-#include "operators/subspace_drift.hpp"
+#include "operators/monitor/operando_monitor.hpp"
+#include "operators/monitor/subspace_drift.hpp"
 #include "server/output_queue.hpp"
 #include "server/service_metrics.hpp"
 #include "server/service_options.hpp"

@@ -3,7 +3,7 @@
 /// publish socket). Multi-producer, single-consumer, unbounded: the flow graph's in-flight limit bounds it,
 /// because a frame's slot is released only when its last message has been published.
 
-#include "operators/incremental_svd.hpp"
+#include "operators/model/incremental_svd.hpp"
 #include "stream/result_publisher.hpp"
 
 #include <chrono>

@@ -1,6 +1,6 @@
 #include "server/pipeline.hpp"
 
-#include "operators/config_error.hpp"
+#include "operators/core/config_error.hpp"
 #include "server/clock.hpp"
 
 #include <tbb/info.h>

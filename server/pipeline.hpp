@@ -21,10 +21,10 @@
 /// Concurrency: Submit, Drain and CloseResidualMap from the receiver thread only; Model, RequestReset,
 /// SetFrozen, InFlight from any thread.
 
-#include "operators/denoiser.hpp"
-#include "operators/incremental_svd.hpp"
-#include "operators/residual_map.hpp"
-#include "operators/streaming_model.hpp"
+#include "operators/model/denoiser.hpp"
+#include "operators/model/incremental_svd.hpp"
+#include "operators/monitor/residual_map.hpp"
+#include "operators/model/streaming_model.hpp"
 #include "server/dose_stage.hpp"
 #include "server/monitor_stage.hpp"
 #include "server/output_queue.hpp"

@@ -1,6 +1,6 @@
 #include "server/service.hpp"
 
-#include "operators/config_error.hpp"
+#include "operators/core/config_error.hpp"
 
 #include "control.pb.h"
 #include "server/clock.hpp"

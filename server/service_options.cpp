@@ -1,7 +1,7 @@
 #include "server/service_options.hpp"
 
 #include "config.pb.h"
-#include "operators/config_error.hpp"
+#include "operators/core/config_error.hpp"
 
 #include <google/protobuf/io/tokenizer.h>
 #include <google/protobuf/text_format.h>

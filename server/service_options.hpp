@@ -3,13 +3,13 @@
 /// from the config file (protobuf text format, proto/config.proto) and the command line, validated, then
 /// read-only.
 
-#include "operators/acquisition_advisor.hpp"
-#include "operators/damage_tracker.hpp"
-#include "operators/dose_ledger.hpp"
-#include "operators/incremental_svd.hpp"
-#include "operators/operando_monitor.hpp"
-#include "operators/poisson_weighting.hpp"
-#include "operators/subspace_drift.hpp"
+#include "operators/dose/acquisition_advisor.hpp"
+#include "operators/dose/damage_tracker.hpp"
+#include "operators/dose/dose_ledger.hpp"
+#include "operators/model/incremental_svd.hpp"
+#include "operators/monitor/operando_monitor.hpp"
+#include "operators/core/poisson_weighting.hpp"
+#include "operators/monitor/subspace_drift.hpp"
 
 #include <cstdint>
 #include <string>
@@ -18,7 +18,7 @@
 namespace specwatch::server {
 
 enum class ModelUpdates { kAll, kWhenIdle };
-/// Poisson weighting of the model (operators/poisson_weighting.hpp). kAuto: for integer payloads only.
+/// Poisson weighting of the model (operators/core/poisson_weighting.hpp). kAuto: for integer payloads only.
 enum class Weighting { kAuto, kPoisson, kNone };
 /// What a "denoised" message carries besides scores and residuals (proto/README.md, "Scores instead of spectra").
 enum class DenoisedPayload { kSpectra, kScores };

@@ -5,7 +5,7 @@
 ///
 /// Concurrency: stateful (series, last frame number); one thread calls Decode, in receive order.
 
-#include "operators/spectrum_batch.hpp"
+#include "operators/core/spectrum_batch.hpp"
 
 #include <zmq.hpp>
 

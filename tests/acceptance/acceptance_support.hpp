@@ -2,7 +2,7 @@
 /// Shared by issue 3's acceptance tests: the simulator run in-process, and the independent reference
 /// computations (in double) the streaming results are judged against.
 
-#include "operators/spectrum_batch.hpp"
+#include "operators/core/spectrum_batch.hpp"
 #include "tests/unit/operators/synthetic.hpp"
 #include "tools/sim/simulator.hpp"
 

@@ -6,10 +6,10 @@
 /// thread, every frame learnt (model_updates: all).
 
 #include "acceptance_support.hpp"
-#include "operators/denoiser.hpp"
-#include "operators/operando_monitor.hpp"
-#include "operators/streaming_model.hpp"
-#include "operators/subspace_drift.hpp"
+#include "operators/model/denoiser.hpp"
+#include "operators/monitor/operando_monitor.hpp"
+#include "operators/model/streaming_model.hpp"
+#include "operators/monitor/subspace_drift.hpp"
 
 #include <memory>
 #include <string>

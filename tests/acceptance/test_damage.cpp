@@ -3,8 +3,8 @@
 // with the position's first visit.
 #include "acceptance_support.hpp"
 #include "tools/sim/dose.hpp"
-#include "operators/dose_ledger.hpp"
-#include "operators/damage_tracker.hpp"
+#include "operators/dose/dose_ledger.hpp"
+#include "operators/dose/damage_tracker.hpp"
 
 #include <doctest/doctest.h>
 

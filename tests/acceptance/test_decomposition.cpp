@@ -1,6 +1,6 @@
 // The streaming decomposition on simulated detector data, judged against the simulator's ground truth.
-#include "operators/denoiser.hpp"
-#include "operators/streaming_model.hpp"
+#include "operators/model/denoiser.hpp"
+#include "operators/model/streaming_model.hpp"
 #include "tests/acceptance/acceptance_support.hpp"
 
 #include <doctest/doctest.h>

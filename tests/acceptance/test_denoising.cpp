@@ -4,8 +4,8 @@
 //
 // Every test runs the stream as the service does: each frame is denoised with the model as it stands when the
 // frame arrives, then learnt from. Figures are taken on the last pass, once the model has seen the whole scan.
-#include "operators/denoiser.hpp"
-#include "operators/streaming_model.hpp"
+#include "operators/model/denoiser.hpp"
+#include "operators/model/streaming_model.hpp"
 #include "tests/acceptance/acceptance_support.hpp"
 #include "tools/sim/random.hpp"
 #include "tools/sim/scene.hpp"

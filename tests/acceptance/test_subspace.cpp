@@ -1,6 +1,6 @@
 // Issue 3: the streaming subspace against a batch SVD of the same weighted data, in a stationary run and after
 // an abrupt change of phases.
-#include "operators/streaming_model.hpp"
+#include "operators/model/streaming_model.hpp"
 #include "tests/acceptance/acceptance_support.hpp"
 
 #include <doctest/doctest.h>

@@ -1,6 +1,6 @@
 // specwatch-decompose: the operators offline on a data set; a JSON report on stdout (decompose_options.cpp has
 // the command line). Thin: loading, the run and the report live in their own functions.
-#include "operators/config_error.hpp"
+#include "operators/core/config_error.hpp"
 #include "tools/decompose/decompose_options.hpp"
 #include "tools/decompose/decompose_run.hpp"
 #include "tools/decompose/npy_file.hpp"

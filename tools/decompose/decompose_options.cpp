@@ -1,6 +1,6 @@
 #include "tools/decompose/decompose_options.hpp"
 
-#include "operators/config_error.hpp"
+#include "operators/core/config_error.hpp"
 #include "tools/common/command_line.hpp"
 
 #include <cmath>

@@ -2,8 +2,8 @@
 /// specwatch-decompose's command line: one options struct with its defaults and a small parser
 /// ("--name value" or "--name=value") that validates everything once and throws UsageError naming the option.
 
-#include "operators/incremental_svd.hpp"
-#include "operators/poisson_weighting.hpp"
+#include "operators/model/incremental_svd.hpp"
+#include "operators/core/poisson_weighting.hpp"
 #include "tools/sim/sim_options.hpp"
 
 #include <span>

@@ -1,6 +1,6 @@
 #include "tools/decompose/decompose_run.hpp"
 
-#include "operators/streaming_model.hpp"
+#include "operators/model/streaming_model.hpp"
 #include "tools/sim/simulator.hpp"
 
 #include <Eigen/Eigenvalues>

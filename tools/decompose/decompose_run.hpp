@@ -5,10 +5,10 @@
 /// spectrum i); only TimeDenoise and TimePipelined start threads (Denoise is stateless; the service runs it in
 /// parallel too).
 
-#include "operators/denoiser.hpp"
-#include "operators/incremental_svd.hpp"
-#include "operators/poisson_weighting.hpp"
-#include "operators/spectrum_batch.hpp"
+#include "operators/model/denoiser.hpp"
+#include "operators/model/incremental_svd.hpp"
+#include "operators/core/poisson_weighting.hpp"
+#include "operators/core/spectrum_batch.hpp"
 #include "tools/sim/sim_options.hpp"
 
 #include <memory>

@@ -10,7 +10,7 @@
 /// Writer: version 1.0 .npy files, and .npz archives (a ZIP of .npy files, stored uncompressed, as
 /// numpy.savez writes them) for numpy.load. No thread-safety concerns: plain functions on their arguments.
 
-#include "operators/spectrum_batch.hpp"
+#include "operators/core/spectrum_batch.hpp"
 
 #include <cstdint>
 #include <stdexcept>

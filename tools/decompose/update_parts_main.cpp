@@ -11,7 +11,7 @@
 // per spectrum and in GFLOP/s; and the ceiling their sum puts on spectra/s (Poisson weighting, the mean,
 // the Cholesky of the Gram matrix and the model snapshot come on top).
 // A second table splits the eigenproblem: its tridiagonal form (with and without Q) and the QR iteration.
-#include "operators/column_gram.hpp"
+#include "operators/model/column_gram.hpp"
 
 #include <Eigen/Dense>
 

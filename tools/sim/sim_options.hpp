@@ -2,7 +2,7 @@
 /// specwatch-sim's command line: one options struct with its defaults, a small hand-written parser
 /// ("--name value" or "--name=value") that validates once and throws ConfigError naming the option.
 
-#include "operators/spectrum_batch.hpp"
+#include "operators/core/spectrum_batch.hpp"
 
 #include <cstdint>
 #include <limits>

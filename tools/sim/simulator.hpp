@@ -13,7 +13,7 @@
 /// Poisson draws when λ_p is large). Readout noise, if any, comes from a 65,536-entry table of
 /// stratified normal quantiles (tails cut at ±4.3σ, rescaled to unit variance).
 
-#include "operators/spectrum_batch.hpp"
+#include "operators/core/spectrum_batch.hpp"
 #include "tools/sim/alias_table.hpp"
 #include "tools/sim/scene.hpp"
 #include "tools/sim/sim_options.hpp"

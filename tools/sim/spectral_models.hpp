@@ -6,7 +6,7 @@
 ///
 /// Units: EELS eV (energy loss), EDS keV (X-ray energy), XRD degrees (2θ, Cu Kα), Raman cm⁻¹ (shift).
 
-#include "operators/spectrum_batch.hpp"
+#include "operators/core/spectrum_batch.hpp"
 
 #include <functional>
 #include <string>

@@ -2,8 +2,8 @@
 /// Test-only ground truth for the operator tests: low-rank spectra plus Gaussian noise, drawn from a seeded
 /// generator, and the reference computations (in double) the streaming results are compared with.
 
-#include "operators/incremental_svd.hpp"
-#include "operators/subspace_drift.hpp"
+#include "operators/model/incremental_svd.hpp"
+#include "operators/model/principal_angles.hpp"
 
 #include <Eigen/Dense>
 

@@ -1,8 +1,8 @@
 // Snapshots of the model and back, snapshot files, and the checks on an initial model.
 #include <doctest/doctest.h>
 
-#include "operators/config_error.hpp"
-#include "operators/streaming_model.hpp"
+#include "operators/core/config_error.hpp"
+#include "operators/model/streaming_model.hpp"
 #include "server/model_snapshot.hpp"
 #include "stream/recording.hpp"
 

@@ -1,6 +1,6 @@
 #include <doctest/doctest.h>
 
-#include "operators/denoiser.hpp"
+#include "operators/model/denoiser.hpp"
 #include "server/pipeline.hpp"
 #include "tests/unit/server/pipeline_fixture.hpp"
 

@@ -1,7 +1,7 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
-#include "operators/config_error.hpp"
+#include "operators/core/config_error.hpp"
 #include "server/service_options.hpp"
 
 #include <cstdio>

@@ -1,0 +1,298 @@
+#include "operators/monitor/operando_monitor.hpp"
+
+#include "operators/core/config_error.hpp"
+#include "operators/core/poisson_deviance.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+namespace specwatch {
+
+void MonitorOptions::Validate() const {
+  detector.Validate();
+  regions.Validate();
+  guard.Validate();
+  cusum.Validate();
+  if (contributions < 0 || contributions > 4096) {
+    throw ConfigError("novelty.contributions must be in [0, 4096], got " + std::to_string(contributions));
+  }
+}
+
+void MonitorOutput::Clear() {
+  learn.clear();
+  novel.clear();
+  novel_count = 0;
+  events.clear();
+  regions.clear();
+  merges.clear();
+  drifts.clear();
+  calibrations.clear();
+  shift_model_channels = 0.0;
+  take_subspace_reference = false;
+  drop_subspace_reference = false;
+}
+
+namespace {
+
+// A new phase is declared only after novelty has lasted longer than the energy tracker needs to confirm a step
+// (a block straddling the step, then confirm_blocks blocks, plus a frame): an energy step must be told apart
+// from a phase forming.
+NoveltyOptions DetectorOptions(const MonitorOptions& o) {
+  NoveltyOptions d = o.detector;
+  if (o.energy) {
+    const int confirm = (o.energy_shift.confirm_blocks + 1) * o.energy_shift.block_spectra + 256;
+    d.regime_min_span_spectra = std::max(d.regime_min_span_spectra, confirm);
+  }
+  return d;
+}
+
+}  // namespace
+
+OperandoMonitor::OperandoMonitor(MonitorOptions options)
+    : options_(std::move(options)), detector_(DetectorOptions(options_)), guard_(options_.guard), regions_(options_.regions), cusum_(options_.cusum) {
+  options_.Validate();
+}
+
+void OperandoMonitor::ReportCalibration(const std::string& reason, MonitorOutput* out) {
+  if (options_.novelty) out->calibrations.push_back({ToString(detector_.state()), reason});
+}
+
+void OperandoMonitor::StartSeries(const MonitorSeries& series, MonitorOutput* out) {
+  series_ = series;
+  spectra_ = 0;
+  reference_.reset();
+  regions_.Reset(series.scan_shape);
+  cusum_.Reset();
+  cusum_running_ = false;
+  energy_.reset();
+  energy_model_.reset();
+  energy_offset_channels_ = 0;
+  last_rank_ = -1;
+  guard_.Reset();
+  const double dispersion = series.energy_axis.dispersion;
+  const double last = series.energy_axis.offset + dispersion * (series.channels - 1);
+  const bool zlp_in_range = dispersion > 0 && series.energy_axis.offset <= 0.0 && last >= 0.0;
+  correct_energy_ = options_.energy && (options_.energy_correction == EnergyCorrection::kOn ||
+                                        (options_.energy_correction == EnergyCorrection::kAuto &&
+                                         series.modality == Modality::kEels && zlp_in_range));
+  detector_.Recalibrate();
+  ReportCalibration("series_start", out);
+}
+
+void OperandoMonitor::ModelReset(MonitorOutput* out) {
+  detector_.Recalibrate();
+  guard_.Reset();
+  regions_.Reset(series_.scan_shape);
+  cusum_.Reset();
+  cusum_running_ = false;
+  ReportCalibration("model_reset", out);
+}
+
+void OperandoMonitor::Recalibrate(std::optional<ScanRect> reference, const std::string& reason, MonitorOutput* out) {
+  reference_ = reference;
+  detector_.Recalibrate();
+  cusum_.Reset();
+  cusum_running_ = false;
+  ReportCalibration(reason, out);
+}
+
+void OperandoMonitor::Observe(const MonitorFrame& frame, MonitorOutput* out) {
+  out->Clear();
+  const size_t m = static_cast<size_t>(frame.counts.cols());
+  out->learn.assign(m, 1);
+  out->novel.assign(m, 0);
+  // Energy first: a step confirmed by this frame explains the novelty it caused (ClearRegimeWindow) before that
+  // novelty can count as a new phase.
+  if (options_.energy) ObserveEnergy(frame, out);
+  if (options_.novelty) ObserveNovelty(frame, out);
+  if (options_.statistics) ObserveStatistics(frame, out);
+  spectra_ += m;
+}
+
+void OperandoMonitor::ObserveNovelty(const MonitorFrame& frame, MonitorOutput* out) {
+  if (!frame.scored || frame.result == nullptr) return;  // no model to be novel against yet
+  const DenoiseResult& r = *frame.result;
+  const size_t m = static_cast<size_t>(frame.counts.cols());
+  // Until the thresholds exist, rare outliers are held out of the model (and out of the calibration).
+  const bool guarding = detector_.state() == NoveltyState::kCalibrating;
+  guarded_.assign(m, 0);
+  if (guarding) {
+    for (size_t i = 0; i < m; ++i) {
+      const float z = r.deviance_z[static_cast<Eigen::Index>(i)];
+      if (std::isfinite(z) && guard_.Screen(z)) {
+        guarded_[i] = 1;
+        out->learn[i] = 0;
+      }
+    }
+  }
+  if (!frame.model || frame.model->spectra_seen < options_.min_model_spectra) return;
+  if (last_rank_ >= 0 && frame.rank != last_rank_) {
+    // T² has one term per component and z another reconstruction: the thresholds no longer hold.
+    detector_.Recalibrate();
+    cusum_.Reset();
+    cusum_running_ = false;
+    ReportCalibration("rank_change", out);
+  }
+  last_rank_ = frame.rank;
+  std::span<const uint8_t> in_reference;
+  if (reference_ || guarding) {
+    in_reference_.resize(m);
+    for (size_t i = 0; i < m; ++i) {
+      in_reference_[i] = !guarded_[i] && (!reference_ || (i < frame.positions.size() &&
+                                                          reference_->Contains(frame.positions[i])));
+    }
+    in_reference = in_reference_;
+  }
+  verdicts_.assign(m, NoveltyVerdict::kNominal);
+  const NoveltyState before = detector_.state();
+  const auto regime = detector_.Observe(
+      std::span<const float>(r.deviance_z.data(), m),
+      options_.detector.use_hotelling ? std::span<const float>(r.hotelling_t2.data(), m) : std::span<const float>(),
+      in_reference, std::span<NoveltyVerdict>(verdicts_.data(), m));
+  detector_spectra_ += m;
+  const double dev_threshold = detector_.deviance_fit().threshold;
+  const double t2_threshold = detector_.hotelling_fit().threshold;
+  for (size_t i = 0; i < m; ++i) {
+    const NoveltyVerdict verdict = verdicts_[i];
+    if (verdict == NoveltyVerdict::kNominal) continue;
+    out->learn[i] = 0;
+    if (verdict != NoveltyVerdict::kNovel) continue;
+    out->novel[i] = 1;
+    ++out->novel_count;
+    ++novel_total_;
+    if (i >= frame.positions.size()) continue;
+    const auto counts = frame.counts.col(static_cast<Eigen::Index>(i));
+    const RegionAddResult added =
+        regions_.Add(frame.positions[i], std::span<const float>(counts.data(), static_cast<size_t>(counts.size())),
+                     r.deviance_z[static_cast<Eigen::Index>(i)], frame.frame_number);
+    if (!added.NewRegion()) continue;
+    NoveltyHit hit;
+    hit.spectrum = static_cast<uint32_t>(i);
+    hit.position = frame.positions[i];
+    hit.deviance_z = r.deviance_z[static_cast<Eigen::Index>(i)];
+    hit.hotelling_t2 = r.hotelling_t2[static_cast<Eigen::Index>(i)];
+    hit.by_deviance = hit.deviance_z > dev_threshold;
+    hit.by_hotelling = options_.detector.use_hotelling && hit.hotelling_t2 > t2_threshold;
+    double p = 1.0;
+    if (hit.by_deviance) p = std::min(p, detector_.deviance_fit().TailProbability(hit.deviance_z));
+    if (hit.by_hotelling) p = std::min(p, detector_.hotelling_fit().TailProbability(hit.hotelling_t2));
+    hit.tail_probability = p;
+    hit.region_id = added.region_id;
+    const auto reconstruction = r.denoised.col(static_cast<Eigen::Index>(i));
+    for (const DevianceContribution& c : TopDevianceChannels(counts, reconstruction, options_.contributions)) {
+      hit.contributions.push_back({c.channel, series_.energy_axis.offset + series_.energy_axis.dispersion * c.channel,
+                                   c.excess, c.counts, c.expected});
+    }
+    out->events.push_back(std::move(hit));
+  }
+  RegionChanges changes = regions_.TakeChanged();
+  out->regions = std::move(changes.updated);
+  out->merges = std::move(changes.merges);
+
+  if (regime) {
+    DriftReport d;
+    d.kind = "new_phase";
+    d.magnitude = regime->fraction;
+    d.unit = "fraction";
+    d.confidence = regime->fraction / options_.detector.regime_fraction;
+    // The detector counts the spectra it was given; those of the window were scored one after the other, so
+    // the onset is as many spectra before this frame's end in the series.
+    d.onset_spectrum = spectra_ + m - std::min<uint64_t>(spectra_ + m, detector_spectra_ - regime->onset_spectrum);
+    d.detected_spectrum = spectra_ + m;
+    out->drifts.push_back(d);
+    // The new phase becomes part of the nominal: its regions are history, the CUSUM's baseline and the guard's
+    // recent scores too.
+    regions_.Reset(series_.scan_shape);
+    guard_.Reset();
+    out->drop_subspace_reference = true;
+    cusum_.Reset();
+    cusum_running_ = false;
+    // The reference model does not know the new phase: the energy reference is taken anew from a later model.
+    energy_offset_channels_ = total_shift_channels();
+    energy_.reset();
+    energy_model_.reset();
+    ReportCalibration("regime_change", out);
+  }
+  const NoveltyState after = detector_.state();
+  if (!regime && after != before) {
+    if (after == NoveltyState::kMonitoring) out->take_subspace_reference = true;
+    ReportCalibration(after == NoveltyState::kMonitoring ? "complete" : "absorbed", out);
+  }
+}
+
+void OperandoMonitor::ObserveEnergy(const MonitorFrame& frame, MonitorOutput* out) {
+  if (frame.summed_counts == nullptr || frame.summed_counts->size() != series_.channels) return;
+  if (!energy_model_) {
+    if (!frame.model || frame.model->spectra_seen < options_.min_model_spectra ||
+        frame.model->mean.size() != series_.channels) {
+      return;
+    }
+    try {
+      energy_.emplace(series_.channels, options_.energy_shift);
+    } catch (const ConfigError&) {
+      return;  // too few channels for the fit window: no energy tracking for this series
+    }
+    energy_model_ = frame.model;
+  }
+  // The reference model's reconstruction of the frame's summed spectrum: what these spectra look like on the
+  // reference axis, whatever their phase composition.
+  // Of the frame's mean spectrum, times the spectra: a Poisson-weighted model reconstructs spectra of the counts
+  // it learnt (x / sqrt(a b)); a sum of m spectra is not one of them.
+  const double m = static_cast<double>(frame.counts.cols());
+  frame_sum_ = (*frame.summed_counts / m).cast<float>();
+  Denoise(*energy_model_, frame_sum_, &energy_workspace_);
+  const Eigen::VectorXd expected = m * energy_workspace_.denoised.col(0).cast<double>();
+  const auto event = energy_->Add(*frame.summed_counts, static_cast<uint64_t>(frame.counts.cols()), expected);
+  if (!event) return;
+  DriftReport d;
+  d.kind = "energy";
+  d.magnitude = event->magnitude_channels;
+  d.unit = "channels";
+  d.confidence = event->confidence;
+  // The tracker counts the spectra it was given since it was created; the monitor since the series started.
+  const uint64_t tracker_start = spectra_ + static_cast<uint64_t>(frame.counts.cols()) - energy_->spectra_seen();
+  d.onset_spectrum = tracker_start + event->onset_spectrum;
+  d.detected_spectrum = tracker_start + event->detected_spectrum;
+  d.shift_channels = event->magnitude_channels;
+  d.total_shift_channels = energy_offset_channels_ + event->shift_channels;
+  d.corrected = correct_energy_;
+  if (correct_energy_) {
+    // The model moves to the new level (relative to where it was last corrected), and the tracker with it.
+    const double delta = event->shift_channels - energy_->corrections_channels();
+    out->shift_model_channels += delta;
+    energy_->ApplyCorrection(delta);
+    // What the shift made novel until the model followed it is explained now: it must not read as a new phase.
+    detector_.ClearRegimeWindow();
+  }
+  out->drifts.push_back(d);
+}
+
+void OperandoMonitor::ObserveStatistics(const MonitorFrame& frame, MonitorOutput* out) {
+  if (!frame.scored || frame.result == nullptr || detector_.state() != NoveltyState::kMonitoring) {
+    if (cusum_running_) {
+      cusum_.Reset();
+      cusum_running_ = false;
+    }
+    return;
+  }
+  if (!cusum_running_) {
+    BlockCusumOptions o = options_.cusum;
+    o.clip = detector_.deviance_fit().threshold;
+    cusum_ = BlockCusum(o);
+    cusum_running_ = true;
+  }
+  const Eigen::VectorXf& z = frame.result->deviance_z;
+  for (const ChangeAlarm& a : cusum_.Add(std::span<const float>(z.data(), static_cast<size_t>(z.size())), spectra_)) {
+    DriftReport d;
+    d.kind = "statistics";
+    d.magnitude = a.magnitude;
+    d.unit = "score_sd";
+    d.confidence = a.statistic_sd / cusum_.decision_interval_sd();
+    d.onset_spectrum = a.onset_spectrum;
+    d.detected_spectrum = a.detected_spectrum;
+    out->drifts.push_back(d);
+  }
+}
+
+}  // namespace specwatch
