@@ -377,7 +377,7 @@ std::string HelpText() {
      << "    statistics: true               CUSUM on block means of the novelty score\n"
      << "    cusum_block_spectra: " << d.monitor.cusum.block_spectra << "        spectra per block mean\n"
      << "  }\n"
-     << "  dose {                           (DOMAIN.md section 8; budgets per series: control set_dose_budget)\n"
+     << "  dose {                           (docs/science.md §8; budgets per series: control set_dose_budget)\n"
      << "    position_budget_e_per_A2: 0    per scan position, over its visits; 0 = none\n"
      << "    run_budget_e_per_A2: 0         the run dose (every spectrum's areal dose summed); 0 = none\n"
      << "    warning_fraction: " << d.dose_budget.warning_fraction << "          warning alarms at this fraction of a budget\n"

@@ -1,5 +1,5 @@
 #pragma once
-/// Moving a vector along the channel axis by a fraction of a channel (docs/science.md §7): what "shift the model,
+/// Moving a vector along the channel axis by a fraction of a channel (docs/science.md §7.1): what "shift the model,
 /// not the counts" needs, for the mean, the channel scale and the basis of a model, and for the weighting's sums.
 ///
 /// Pure functions; any thread.

@@ -1,5 +1,5 @@
 #pragma once
-/// The Poisson unit deviance and its exact moments (DOMAIN.md section 6).
+/// The Poisson unit deviance and its exact moments (docs/science.md §5).
 ///
 ///   d(x; μ) = 2 [x ln(x/μ) − (x − μ)],   d(0; μ) = 2μ
 ///

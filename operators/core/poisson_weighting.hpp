@@ -1,5 +1,5 @@
 #pragma once
-/// Keenan–Kotula scaling of Poisson counts (DOMAIN.md section 2), learnt online.
+/// Keenan–Kotula scaling of Poisson counts (docs/science.md §2), learnt online.
 ///
 ///   x̃_ij = x_ij / sqrt(a_i · b_j)
 ///

@@ -1,5 +1,5 @@
 #pragma once
-/// Beam-damage detection (DOMAIN.md section 8): does a position's spectrum change with the dose it received?
+/// Beam-damage detection (docs/science.md §9): does a position's spectrum change with the dose it received?
 ///
 /// The first visit's spectrum is kept at full resolution for the positions of a regular subgrid of the scan (at most
 /// max_positions of them: damage acts everywhere the beam went, so a sample of positions measures it, in bounded

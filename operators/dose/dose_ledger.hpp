@@ -1,5 +1,5 @@
 #pragma once
-/// The electron dose ledger (DOMAIN.md section 8): how much dose every scan position and the whole run received,
+/// The electron dose ledger (docs/science.md §8): how much dose every scan position and the whole run received,
 /// against budgets.
 ///
 ///   dose per spectrum  D = I·τ/(e·A) [e⁻/Å²] = 6.2415e6 · I[pA] · τ[s] / A[Å²], from the frame's acquisition
@@ -7,7 +7,7 @@
 ///   position dose      Σ of D over the visits of a position (repeated passes, revisits)
 ///   run dose           Σ of D over every spectrum of the series (the areal dose summed over exposures: with
 ///                      W·H positions scanned once at D each it is W·H·D)
-///   dose rate          D / τ of the latest frame [e⁻/Å²/s], the beam's areal dose rate (DOMAIN.md: some damage has
+///   dose rate          D / τ of the latest frame [e⁻/Å²/s], the beam's areal dose rate (docs/science.md §8: some damage has
 ///                      a dose-rate threshold)
 /// Budgets: a per-position and a run budget (0 = none). A position's dose reaching warning_fraction · budget raises
 /// a warning alarm, reaching the budget a limit alarm; each once per position and level (and once per level for the

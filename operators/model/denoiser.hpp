@@ -1,5 +1,5 @@
 #pragma once
-/// Projection denoising with a PcaModel snapshot (DOMAIN.md sections 3 and 5).
+/// Projection denoising with a PcaModel snapshot (docs/science.md §5).
 ///
 /// Stateless: Denoise reads an immutable model and may run on any number of threads at once.
 /// It always returns the residual norm alongside the reconstruction: a spectrum unlike the ones the model has
@@ -22,7 +22,7 @@ struct DenoiseResult {
   /// m: the standardised Poisson deviance z = (Dev − Σ f(μ_j)) / sqrt(Σ g(μ_j)) of the counts against
   /// μ = max(x̂, kDevianceFloor), f and g the exact mean and variance of the Poisson unit deviance
   /// (poisson_deviance.hpp; weighted models, i.e. count data, only; 0 otherwise). Mean 0 and sd 1 at any dose
-  /// when x̂ is the true mean; the fitted x̂ and a heavy tail move that a little (DOMAIN.md section 6), so
+  /// when x̂ is the true mean; the fitted x̂ and a heavy tail move that a little (docs/science.md §6), so
   /// thresholds come from a tail fit on nominal data (novelty_detector.hpp), not from a Gaussian.
   Eigen::VectorXf deviance_z;
   /// m: Hotelling T² of the scores, Σ_{i<rank} score_i² / (s_i² / n), s the model's singular values and

@@ -1,5 +1,5 @@
 #pragma once
-/// Streaming PCA: a block incremental thin SVD of mean-centred spectra (DOMAIN.md section 3).
+/// Streaming PCA: a block incremental thin SVD of mean-centred spectra (docs/science.md §3).
 ///
 /// IncrementalSvd is the stateful stage: one thread feeds it spectra in frame order. After every update it
 /// publishes an immutable PcaModel snapshot; Model() hands out the latest one and may be called from any thread
@@ -107,14 +107,14 @@ class IncrementalSvd {
   /// Reset (std::logic_error otherwise); survives Reset.
   void SetChannelScale(const Eigen::VectorXf& channel_scale);
   /// Re-expresses everything learnt, and the buffered spectra, for data weighted with a new channel scale
-  /// (DOMAIN.md section 2: U ← orth(diag(f)·U)): f = old scale / new scale per channel (D entries), so a spectrum
+  /// (docs/science.md §2: U ← orth(diag(f)·U)): f = old scale / new scale per channel (D entries), so a spectrum
   /// weighted the old way, multiplied by f, is weighted the new way. Exact for the mean and the tracked
   /// components (thin QR of diag(f)·U·diag(s), then a k x k SVD); the untracked energy, known only as a total, is
   /// scaled by the harmonic mean of f² (exact when the new scale makes that residual uniform across channels,
   /// which is what a right b does to noise). Publishes a new version. Same thread as Add.
   void RescaleChannels(const Eigen::VectorXf& factor, const Eigen::VectorXf& new_channel_scale);
   /// Re-expresses everything learnt on an energy axis shifted by delta_channels (features that were at channel
-  /// j are at j + delta; DOMAIN.md section 7, "shift the model, not the counts"): v'(j) = v(j − delta) by cubic
+  /// j are at j + delta; docs/science.md §7.1, "shift the model, not the counts"): v'(j) = v(j − delta) by cubic
   /// interpolation (ShiftByCubic, energy_shift.hpp) of the mean and the channel scale (beyond the ends: the edge
   /// value) and of basis · diag(s) (beyond the ends: zero), then a thin QR and a k x k SVD as RescaleChannels.
   /// The untracked energy, known only as a total, is kept. Buffered spectra are not moved: they are counts

@@ -1,5 +1,5 @@
 #pragma once
-/// Merging two streaming models into one (DOMAIN.md section 3, "scale-out"): what lets several workers, each
+/// Merging two streaming models into one (docs/science.md §13, "scale-out"): what lets several workers, each
 /// running its own IncrementalSvd on part of a stream, share one model of the whole.
 ///
 /// A PcaModel summarises its spectra by (mean μ, count n, centred scatter C ≈ U diag(s²) Uᵀ, trace(C)). The

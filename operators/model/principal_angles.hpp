@@ -1,5 +1,5 @@
 #pragma once
-/// Principal angles between two subspaces (docs/science.md §7): how far a model's basis turned, against a
+/// Principal angles between two subspaces (docs/science.md §7.2): how far a model's basis turned, against a
 /// reference or against a batch SVD. A pure function; any thread.
 
 #include <Eigen/Core>

@@ -1,5 +1,5 @@
 #pragma once
-/// Choosing how many components are signal (DOMAIN.md section 4): the Gavish–Donoho optimal hard threshold.
+/// Choosing how many components are signal (docs/science.md §4): the Gavish–Donoho optimal hard threshold.
 ///
 /// For an m x n matrix X = signal + noise of i.i.d. entries with standard deviation σ, singular values above
 ///   τ = λ*(β) · sqrt(max(m, n)) · σ,   β = min(m, n) / max(m, n),

@@ -1,6 +1,6 @@
 #pragma once
 /// The model the service keeps: Poisson weighting learnt from the first spectra, then the incremental SVD of
-/// the weighted spectra (DOMAIN.md sections 2-4). What the model-update stage feeds, in frame order.
+/// the weighted spectra (docs/science.md §2–§4). What the model-update stage feeds, in frame order.
 ///
 ///   calibrating: spectra are kept (up to WeightingOptions::calibration_spectra); Model() is empty, so
 ///                denoising passes data through.

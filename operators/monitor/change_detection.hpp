@@ -1,11 +1,11 @@
 #pragma once
-/// Change detection on the novelty score (DOMAIN.md section 7): a two-sided CUSUM on block means of a
+/// Change detection on the novelty score (docs/science.md §7.3): a two-sided CUSUM on block means of a
 /// per-spectrum score.
 ///
 /// A per-spectrum threshold catches a rare phase; it cannot see a small shift of the whole distribution (a dose
 /// change, a detector gain drift, a thin film thickening), which moves every score a little. Averaged over a
 /// block of b spectra the shift stands out of noise shrunk by sqrt(b), and the CUSUM accumulates evidence over
-/// blocks. Block means are also close to Gaussian whatever the score's tail (DOMAIN.md section 6: p99.9 of z is
+/// blocks. Block means are also close to Gaussian whatever the score's tail (docs/science.md §6: p99.9 of z is
 /// 3.5-5), which is what makes the run-length formula below hold.
 ///
 /// Why CUSUM and not Page–Hinkley: Page–Hinkley measures the deviation from the running mean of everything

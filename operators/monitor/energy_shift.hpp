@@ -1,5 +1,5 @@
 #pragma once
-/// Energy-axis drift (DOMAIN.md section 7): the sub-channel shift of the spectra against a reference, tracked
+/// Energy-axis drift (docs/science.md §7.1): the sub-channel shift of the spectra against a reference, tracked
 /// block by block, with step detection; and the cubic shift of a vector along the channel axis that moves the
 /// model with the drift ("shift the model, not the counts").
 ///

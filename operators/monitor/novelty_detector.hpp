@@ -1,11 +1,11 @@
 #pragma once
-/// Novelty events with a calibrated false-alarm rate (DOMAIN.md sections 5 to 7).
+/// Novelty events with a calibrated false-alarm rate (docs/science.md §6).
 ///
 /// Each spectrum comes with two scores from Denoise: the standardised Poisson deviance z of its residual
 /// (something the model lacks) and the Hotelling T² of its scores (an unusual mixture of what it has). The
-/// detector learns, from a calibration window of nominal spectra, the thresholds each score exceeds with
-/// probability false_alarm_rate / 2 (tail_threshold.hpp: a GPD fit to the upper tail, robust to a little
-/// contamination), then flags spectra above either as novel.
+/// detector learns, from a calibration window of nominal spectra, the thresholds z exceeds with probability
+/// (1 − hotelling_share) · false_alarm_rate and T² with hotelling_share · false_alarm_rate (tail_threshold.hpp: a
+/// GPD fit to the upper tail, robust to a little contamination), then flags spectra above either as novel.
 ///
 /// States: calibrating → monitoring → (regime change) absorbing → calibrating → ...
 /// - calibrating: spectra collect as calibration samples (only those marked in the reference region, when the

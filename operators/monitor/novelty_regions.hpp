@@ -1,5 +1,5 @@
 #pragma once
-/// Novelty regions (DOMAIN.md sections 5-6): the novel spectra of one series grouped into regions of adjacent scan
+/// Novelty regions (docs/science.md §6): the novel spectra of one series grouped into regions of adjacent scan
 /// positions.
 ///
 /// A rare phase shows up as a few neighbouring positions whose spectra the model cannot explain. Reported per

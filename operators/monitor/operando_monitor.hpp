@@ -1,5 +1,5 @@
 #pragma once
-/// Operando monitoring of one spectrum stream (DOMAIN.md sections 5-7): what happens to every denoised frame,
+/// Operando monitoring of one spectrum stream (docs/science.md §6–§7): what happens to every denoised frame,
 /// in frame order, after the model has reconstructed it.
 ///
 ///   novelty   NoveltyDetector flags spectra whose standardised Poisson deviance (or Hotelling T²) passes a

@@ -1,5 +1,5 @@
 #pragma once
-/// Keeps a young model from learning a rare phase before the novelty thresholds exist (DOMAIN.md section 6).
+/// Keeps a young model from learning a rare phase before the novelty thresholds exist (docs/science.md §6).
 ///
 /// Until the novelty detector monitors, the model learns what it is given; a rare inclusion scanned in that time
 /// (0.2 % of the pixels, a few tens of spectra at high dose) is then learnt as a component of its own and is never

@@ -1,5 +1,5 @@
 #pragma once
-/// Residual maps: one value per scan position of one scan pass (DOMAIN.md section 5).
+/// Residual maps: one value per scan position of one scan pass (docs/science.md §11).
 ///
 /// A phase present in a handful of pixels carries almost no variance, so the model leaves it out and the
 /// denoised spectra hide it; its spectra keep a large residual. Laid out on the scan, those residuals show

@@ -1,5 +1,5 @@
 #pragma once
-/// Subspace drift (DOMAIN.md section 7): the model's leading subspace compared with a reference by principal
+/// Subspace drift (docs/science.md §7.2): the model's leading subspace compared with a reference by principal
 /// angles, θ_i = arccos σ_i(U_refᵀ U), every ~10³ spectra.
 ///
 /// A slow change of the sample (a phase growing, a shifted edge) turns the eigenspectra; the denoiser follows it

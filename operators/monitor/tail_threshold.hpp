@@ -1,7 +1,7 @@
 #pragma once
 /// A threshold with a chosen exceedance probability, from a generalised Pareto fit to the upper tail
 /// (peaks over threshold, as SPOT: Siffer et al. 2017, "Anomaly detection in streams with extreme value theory").
-/// DOMAIN.md section 6: novelty scores have a heavier tail than a Gaussian, so a threshold for a false-alarm rate
+/// docs/science.md §6: novelty scores have a heavier tail than a Gaussian, so a threshold for a false-alarm rate
 /// of 1e-4 or 1e-5 cannot come from the bulk of the data; it comes from the tail.
 ///
 ///   u      = initial_quantile of the samples (default the 98th percentile)

@@ -7,7 +7,7 @@ and docs/real_data_fept.png. One command, reproducible (fixed thinning seed):
 (a) specwatch-decompose --auto-rank (Poisson weighting) on the full image: the rank found; also with the Poisson
     weights calibrated on every spectrum (--calibration-spectra N) instead of the default first 256.
 (b) The strongest lines of the mean spectrum and of the top eigenspectra (in counts), matched to EDS line energies.
-(c) Held-out Poisson deviance by thinning (DOMAIN.md section 10): x1 ~ Binomial(x, 1/2), x2 = x - x1. x1 is learnt
+(c) Held-out Poisson deviance by thinning (docs/science.md §10): x1 ~ Binomial(x, 1/2), x2 = x - x1. x1 is learnt
     and denoised by specwatch-decompose (weighted, and unweighted: plain PCA), auto rank and fixed ranks; the mean
     per-pixel deviance 2 sum_j [x2 ln(x2/mu) - (x2 - mu)] of x2 against mu = denoised x1 (floored), compared with
     mu = raw x1. Both halves have the same mean, so a lower deviance is a better estimate of it.

@@ -1,5 +1,5 @@
 #pragma once
-/// Electron dose and the beam-damage schedule, in closed form (DOMAIN.md §8).
+/// Electron dose and the beam-damage schedule, in closed form (docs/science.md §8–§9).
 
 #include <cmath>
 #include <cstdint>

@@ -122,7 +122,7 @@ TEST_CASE("Energy drift shifts the spectrum by the requested channels, linearly 
   for (int j = 5; j < o.channels; ++j) REQUIRE(s5[j] == doctest::Approx(s0[j - 5]).epsilon(1e-9));
 
   // A fractional drift moves a peak centre (Fe Ka, a near-Gaussian line 14 channels wide: the log-parabola
-  // of DOMAIN.md §7 is exact for a Gaussian) by the drift quantised to 1/16 channel (±0.01 channel).
+  // of docs/science.md §7.1 is exact for a Gaussian) by the drift quantised to 1/16 channel (±0.01 channel).
   o.channels = 2048;
   o.phases = 1;  // Fe2O3 everywhere
   o.energy_drift_channels = 3.3;
