@@ -6,6 +6,7 @@
 #include "server/pipeline.hpp"
 #include "server/service.hpp"
 #include "server/service_metrics.hpp"
+#include "server/config_keys.hpp"
 #include "server/service_options.hpp"
 #include "stream/large_message_heap.hpp"
 
@@ -34,6 +35,10 @@ int main(int argc, char** argv) {
     std::cout << server::HelpText();
     return 0;
   }
+  if (cl.print_defaults) {
+    std::cout << server::ConfigText(server::ServiceOptions{});
+    return 0;
+  }
   const server::ServiceOptions& options = cl.options;
   server::InitialModel initial;
   if (!options.initial_model.empty()) {
@@ -45,7 +50,7 @@ int main(int argc, char** argv) {
     }
   }
   if (cl.check_config) {
-    std::cout << "configuration is valid\n";
+    std::cout << server::ConfigText(options) << "# configuration is valid\n";
     return 0;
   }
 

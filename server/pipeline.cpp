@@ -378,21 +378,20 @@ void Pipeline::ModelUpdate(const UpdateItem& u) {
     learnt_since_reset_.store(0);
     restored_.store(false);
     learner_.reset();
-    try {
-      WeightingOptions weighting = options_.weighting_options;
-      weighting.enabled = options_.weighting == Weighting::kPoisson ||
-                          (options_.weighting == Weighting::kAuto && b.meta.integer_counts);
-      learner_ = std::make_unique<StreamingModel>(b.Channels(), options_.pca, weighting);
-      log_->info("model for {}-channel spectra: {} weighting, rank {}{}", b.Channels(),
-                 weighting.enabled ? "Poisson" : "no", options_.pca.auto_rank ? "automatic up to " : "",
-                 options_.pca.rank);
-    } catch (const ConfigError& e) {
+    if (const std::string problem = options_.pca.ChannelProblem(b.Channels()); !problem.empty()) {
       log_->error("series '{}': no model for {}-channel spectra: {}; spectra pass through undenoised",
-                  b.meta.series_id, b.Channels(), e.what());
+                  b.meta.series_id, b.Channels(), problem);
       metrics_.model_spectra_skipped.Increment(static_cast<double>(b.Spectra()));
       unusable_channels_ = b.Channels();
       return;
     }
+    WeightingOptions weighting = options_.weighting_options;
+    weighting.enabled = options_.weighting == Weighting::kPoisson ||
+                        (options_.weighting == Weighting::kAuto && b.meta.integer_counts);
+    learner_ = std::make_unique<StreamingModel>(b.Channels(), options_.pca, weighting);
+    log_->info("model for {}-channel spectra: {} weighting, rank {}{}", b.Channels(),
+               weighting.enabled ? "Poisson" : "no", options_.pca.auto_rank ? "automatic up to " : "",
+               options_.pca.rank);
   }
   const uint64_t refreshes_before = learner_->weight_refreshes();
   Learn(b, u.processed->learn);

@@ -60,7 +60,8 @@ struct ServiceOptions {
   AdviceOptions advice;                ///< config section advice
   DamageOptions damage;                ///< config section damage
 
-  /// Throws ConfigError naming the first bad field.
+  /// Throws ConfigError naming the first bad field by its path in these options ("monitor.guard.sigma"); the
+  /// config edge (server/config_keys.hpp, ValidateNamingKeys) names it by its key ("novelty.guard_sigma").
   void Validate() const;
 };
 
@@ -72,7 +73,8 @@ ServiceOptions LoadConfigFile(const std::string& path, ServiceOptions base = {})
 struct CommandLine {
   ServiceOptions options;
   bool help = false;
-  bool check_config = false;  ///< --check-config: validate and exit
+  bool check_config = false;    ///< --check-config: validate and exit
+  bool print_defaults = false;  ///< --print-defaults: print every key with its default (a config file) and exit
 };
 
 /// Parses argv: --config FILE first (anywhere on the line), then the overrides. Throws ConfigError on an

@@ -10,15 +10,9 @@
 namespace specwatch {
 
 void WeightingOptions::Validate() const {
-  if (calibration_spectra < 1) {
-    throw ConfigError("pca.weighting.calibration_spectra must be >= 1, got " + std::to_string(calibration_spectra));
-  }
-  if (!(floor_fraction > 0.0 && floor_fraction <= 1.0)) {
-    throw ConfigError("pca.weighting.floor_fraction must be in (0, 1], got " + std::to_string(floor_fraction));
-  }
-  if (refresh_spectra < 0) {
-    throw ConfigError("pca.weight_refresh_spectra must be >= 0, got " + std::to_string(refresh_spectra));
-  }
+  RequireOption(calibration_spectra >= 1, "calibration_spectra", ">= 1", calibration_spectra);
+  RequireOption(floor_fraction > 0.0 && floor_fraction <= 1.0, "floor_fraction", "in (0, 1]", floor_fraction);
+  RequireOption(refresh_spectra >= 0, "refresh_spectra", ">= 0", refresh_spectra);
 }
 
 PoissonWeighting::PoissonWeighting(int channels, WeightingOptions options) : channels_(channels), options_(options) {

@@ -32,7 +32,7 @@ struct WeightingOptions {
   /// calibration_spectra, then every `refresh_spectra` spectra once the doubling reaches it. 0: never (b stays
   /// as calibrated).
   int refresh_spectra = 65536;
-  /// Throws ConfigError naming the field ("pca.weighting...") when out of range.
+  /// Throws ConfigError naming the field ("floor_fraction ..."; operators/core/config_error.hpp) when out of range.
   void Validate() const;
 };
 

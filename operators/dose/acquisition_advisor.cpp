@@ -10,13 +10,10 @@
 namespace specwatch {
 
 void AdviceOptions::Validate() const {
-  if (tile_px < 1 || tile_px > 4096) throw ConfigError("advice.tile_px must be in [1, 4096], got " + std::to_string(tile_px));
-  if (!(revisit_dose_factor >= 1.0) || !std::isfinite(revisit_dose_factor)) {
-    throw ConfigError("advice.revisit_dose_factor must be >= 1, got " + std::to_string(revisit_dose_factor));
-  }
-  if (!(min_interval_s >= 0.0) || !std::isfinite(min_interval_s)) {
-    throw ConfigError("advice.min_interval_s must be >= 0, got " + std::to_string(min_interval_s));
-  }
+  RequireOption(tile_px >= 1 && tile_px <= 4096, "tile_px", "in [1, 4096]", tile_px);
+  RequireOption(revisit_dose_factor >= 1.0 && std::isfinite(revisit_dose_factor), "revisit_dose_factor", ">= 1",
+                revisit_dose_factor);
+  RequireOption(min_interval_s >= 0.0 && std::isfinite(min_interval_s), "min_interval_s", ">= 0", min_interval_s);
 }
 
 const char* ToString(TileAdvice advice) {

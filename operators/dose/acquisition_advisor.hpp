@@ -24,7 +24,7 @@ struct AdviceOptions {
   uint32_t tile_px = 8;               ///< tile edge in scan positions (the last row/column of tiles may be smaller)
   double revisit_dose_factor = 2.0;   ///< a revisit is advised at this many times the latest dose per spectrum
   double min_interval_s = 1.0;        ///< advice is published at most this often (and at each scan pass)
-  /// Throws ConfigError naming the field ("advice.tile_px ...").
+  /// Throws ConfigError naming the field ("tile_px ..."; operators/core/config_error.hpp).
   void Validate() const;
 };
 

@@ -23,14 +23,12 @@ constexpr int kLagReach = 2;  // lags searched either side of the group's most f
 }  // namespace
 
 void DamageOptions::Validate() const {
-  if (bins < 8) throw ConfigError("damage.bins must be >= 8, got " + std::to_string(bins));
-  if (max_lag < 0 || max_lag > 256) throw ConfigError("damage.max_lag must be in [0, 256], got " + std::to_string(max_lag));
-  if (max_positions < 16) throw ConfigError("damage.max_positions must be >= 16, got " + std::to_string(max_positions));
-  if (min_group < 16) throw ConfigError("damage.min_group must be >= 16, got " + std::to_string(min_group));
-  if (!(detect_sigma > 0.0)) throw ConfigError("damage.detect_sigma must be > 0, got " + std::to_string(detect_sigma));
-  if (!(position_sigma > 0.0)) {
-    throw ConfigError("damage.position_sigma must be > 0, got " + std::to_string(position_sigma));
-  }
+  RequireOption(bins >= 8, "bins", ">= 8", bins);
+  RequireOption(max_lag >= 0 && max_lag <= 256, "max_lag", "in [0, 256]", max_lag);
+  RequireOption(max_positions >= 16, "max_positions", ">= 16", max_positions);
+  RequireOption(min_group >= 16, "min_group", ">= 16", min_group);
+  RequireOption(detect_sigma > 0.0, "detect_sigma", "> 0", detect_sigma);
+  RequireOption(position_sigma > 0.0, "position_sigma", "> 0", position_sigma);
 }
 
 DamageTracker::DamageTracker(DamageOptions options) : options_(options) { options_.Validate(); }

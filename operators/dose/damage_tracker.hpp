@@ -60,7 +60,7 @@ struct DamageOptions {
   double detect_sigma = 6.0;    ///< warning when a group's mean excess passes this many standard errors
   double position_sigma = 5.0;  ///< a position is affected when its own excess passes this
   uint64_t max_positions = 2048;  ///< positions tracked (a regular subgrid; memory: channels floats each)
-  /// Throws ConfigError naming the field ("damage.bins ...").
+  /// Throws ConfigError naming the field ("bins ..."; operators/core/config_error.hpp).
   void Validate() const;
 };
 

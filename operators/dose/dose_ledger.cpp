@@ -29,16 +29,10 @@ double DosePerSpectrum_e_per_A2(double beam_current_pA, double dwell_s, double p
 }
 
 void DoseBudget::Validate() const {
-  auto fail = [](const char* field, const char* rule, double got) {
-    std::ostringstream m;
-    m << "dose." << field << " must be " << rule << ", got " << got;
-    throw ConfigError(m.str());
-  };
-  if (!(position_e_per_A2 >= 0.0) || !std::isfinite(position_e_per_A2)) {
-    fail("position_budget_e_per_A2", ">= 0 (0 = none)", position_e_per_A2);
-  }
-  if (!(run_e_per_A2 >= 0.0) || !std::isfinite(run_e_per_A2)) fail("run_budget_e_per_A2", ">= 0 (0 = none)", run_e_per_A2);
-  if (!(warning_fraction > 0.0 && warning_fraction < 1.0)) fail("warning_fraction", "in (0, 1)", warning_fraction);
+  RequireOption(position_e_per_A2 >= 0.0 && std::isfinite(position_e_per_A2), "position_e_per_A2", ">= 0 (0 = none)",
+                position_e_per_A2);
+  RequireOption(run_e_per_A2 >= 0.0 && std::isfinite(run_e_per_A2), "run_e_per_A2", ">= 0 (0 = none)", run_e_per_A2);
+  RequireOption(warning_fraction > 0.0 && warning_fraction < 1.0, "warning_fraction", "in (0, 1)", warning_fraction);
 }
 
 const char* ToString(DoseLevel level) { return level == DoseLevel::kWarning ? "warning" : "limit"; }

@@ -37,7 +37,7 @@ struct DoseBudget {
   double position_e_per_A2 = 0.0;  ///< per scan position, over all its visits; 0 = none
   double run_e_per_A2 = 0.0;       ///< the series' run dose; 0 = none
   double warning_fraction = 0.8;   ///< a warning at this fraction of a budget, (0, 1)
-  /// Throws ConfigError naming the field ("dose.position_budget_e_per_A2 ...").
+  /// Throws ConfigError naming the field ("position_e_per_A2 ..."; operators/core/config_error.hpp).
   void Validate() const;
   bool Any() const { return position_e_per_A2 > 0.0 || run_e_per_A2 > 0.0; }
 };

@@ -20,13 +20,6 @@
 namespace specwatch {
 namespace {
 
-template <typename T>
-[[noreturn]] void Fail(const std::string& field, const std::string& requirement, T got) {
-  std::ostringstream message;
-  message << "pca." << field << " must be " << requirement << ", got " << got;
-  throw ConfigError(message.str());
-}
-
 // model.basis and model.singular_values ← the left singular pairs of `scaled` (D x k, k ≤ D), a basis times its
 // singular values after a change of channels: scaled = Q R, R = Ũ S̃ Ṽᵀ  ⇒  scaled = (Q Ũ) S̃ Ṽᵀ. The QR keeps the
 // SVD at k x k.
@@ -43,23 +36,30 @@ void SetLeftSingularPairs(const Eigen::MatrixXd& scaled, PcaModel& model) {
 
 }  // namespace
 
+void SubspaceOptions::Validate() const {
+  RequireOption(rank >= 1, "rank", ">= 1", rank);
+  RequireOption(oversample >= 0, "oversample", ">= 0", oversample);
+  RequireOption(block >= 1, "block", ">= 1", block);
+  RequireOption(forgetting > 0.0 && forgetting <= 1.0, "forgetting", "in (0, 1]", forgetting);
+  RequireOption(reorthonormalize_every >= 1, "reorthonormalize_every", ">= 1", reorthonormalize_every);
+  RequireOption(!auto_rank || (rank_min >= 1 && rank_min <= rank), "rank_min", "in [1, rank]", rank_min);
+  RequireOption(rank_hysteresis >= 0.0 && rank_hysteresis < 0.5, "rank_hysteresis", "in [0, 0.5)", rank_hysteresis);
+  RequireOption(implicit_residual_min_fraction > 0.0, "implicit_residual_min_fraction", "> 0",
+                implicit_residual_min_fraction);
+}
+
+std::string SubspaceOptions::ChannelProblem(int channels) const {
+  if (channels < 1) return "spectra must have at least 1 channel, got " + std::to_string(channels);
+  if (int64_t{rank} + oversample > channels) {
+    return "rank + oversample (" + std::to_string(int64_t{rank} + oversample) + ") must be <= the channel count (" +
+           std::to_string(channels) + ")";
+  }
+  return {};
+}
+
 void SubspaceOptions::Validate(int channels) const {
-  if (channels < 1) {
-    throw ConfigError("pca: spectra must have at least 1 channel, got " + std::to_string(channels));
-  }
-  if (rank < 1) Fail("rank", ">= 1", rank);
-  if (oversample < 0) Fail("oversample", ">= 0", oversample);
-  if (rank > channels - oversample) {
-    Fail("rank + pca.oversample", "<= channels (" + std::to_string(channels) + ")", int64_t{rank} + oversample);
-  }
-  if (block < 1) Fail("block", ">= 1", block);
-  if (!(forgetting > 0.0 && forgetting <= 1.0)) Fail("forgetting", "in (0, 1]", forgetting);
-  if (reorthonormalize_every < 1) Fail("reorthonormalize_every", ">= 1", reorthonormalize_every);
-  if (auto_rank && (rank_min < 1 || rank_min > rank)) Fail("rank_min", "in [1, pca.rank]", rank_min);
-  if (!(rank_hysteresis >= 0.0 && rank_hysteresis < 0.5)) Fail("rank_hysteresis", "in [0, 0.5)", rank_hysteresis);
-  if (!(implicit_residual_min_fraction > 0.0)) {
-    Fail("implicit_residual_min_fraction", "> 0", implicit_residual_min_fraction);
-  }
+  Validate();
+  if (const std::string problem = ChannelProblem(channels); !problem.empty()) throw ConfigError("rank", problem);
 }
 
 Eigen::VectorXd PcaModel::ExplainedVarianceRatio() const {

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <mutex>
 
 namespace specwatch {
@@ -34,7 +35,12 @@ struct SubspaceOptions {
   double implicit_residual_min_fraction = 0.25;
 
   int MaxComponents() const { return rank + oversample; }  ///< k_max
-  /// Throws ConfigError naming the field ("pca.rank ...") unless the options suit spectra of `channels` channels.
+  /// Throws ConfigError naming the field ("rank ...") unless the options are valid for some channel count.
+  void Validate() const;
+  /// Why the options cannot model spectra of `channels` channels ("" when they can): a property of the data,
+  /// asked on the data path without throwing.
+  std::string ChannelProblem(int channels) const;
+  /// Validate() and ChannelProblem(channels); throws ConfigError.
   void Validate(int channels) const;
 };
 

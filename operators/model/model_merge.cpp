@@ -15,13 +15,6 @@
 namespace specwatch {
 namespace {
 
-template <typename T>
-[[noreturn]] void Fail(const std::string& field, const std::string& requirement, T got) {
-  std::ostringstream message;
-  message << "merge." << field << " must be " << requirement << ", got " << got;
-  throw ConfigError(message.str());
-}
-
 void CheckShape(const PcaModel& model, const char* name) {
   if (model.basis.rows() != model.mean.size() || model.singular_values.size() != model.basis.cols()) {
     std::ostringstream message;
@@ -82,10 +75,10 @@ MergeOptions MergeOptions::From(const SubspaceOptions& subspace) {
 }
 
 void MergeOptions::Validate() const {
-  if (rank < 1) Fail("rank", ">= 1", rank);
-  if (oversample < 0) Fail("oversample", ">= 0", oversample);
-  if (auto_rank && (rank_min < 1 || rank_min > rank)) Fail("rank_min", "in [1, merge.rank]", rank_min);
-  if (!(channel_scale_tolerance >= 0.0)) Fail("channel_scale_tolerance", ">= 0", channel_scale_tolerance);
+  RequireOption(rank >= 1, "rank", ">= 1", rank);
+  RequireOption(oversample >= 0, "oversample", ">= 0", oversample);
+  RequireOption(!auto_rank || (rank_min >= 1 && rank_min <= rank), "rank_min", "in [1, rank]", rank_min);
+  RequireOption(channel_scale_tolerance >= 0.0, "channel_scale_tolerance", ">= 0", channel_scale_tolerance);
 }
 
 PcaModel DecayModel(const PcaModel& model, double spectra_elapsed) {

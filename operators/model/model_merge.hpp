@@ -32,7 +32,7 @@ struct MergeOptions {
   /// The truncation and rank rule of a tracker with these options (the usual way to build MergeOptions).
   static MergeOptions From(const SubspaceOptions& subspace);
   int MaxComponents() const { return rank + oversample; }  ///< k_max
-  /// Throws ConfigError naming the field ("merge.rank ...") when out of range.
+  /// Throws ConfigError naming the field ("rank ..."; operators/core/config_error.hpp) when out of range.
   void Validate() const;
 };
 

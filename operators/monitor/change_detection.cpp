@@ -10,13 +10,6 @@
 namespace specwatch {
 namespace {
 
-template <typename T>
-[[noreturn]] void Fail(const std::string& field, const std::string& requirement, T got) {
-  std::ostringstream message;
-  message << "drift.cusum_" << field << " must be " << requirement << ", got " << got;
-  throw ConfigError(message.str());
-}
-
 double Median(std::vector<double> v) {
   const size_t n = v.size();
   std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(n / 2), v.end());
@@ -59,17 +52,16 @@ double BlockCusumOptions::DecisionInterval() const {
 }
 
 void BlockCusumOptions::Validate() const {
-  if (block_spectra < 1) Fail("block_spectra", ">= 1", block_spectra);
-  if (calibration_blocks < 8) Fail("calibration_blocks", ">= 8", calibration_blocks);
-  if (!(k_sd >= 0.0 && std::isfinite(k_sd))) Fail("k_sd", ">= 0 and finite", k_sd);
-  if (!(h_sd >= 0.0 && std::isfinite(h_sd))) Fail("h_sd", ">= 0 (0: from in_control_arl_spectra) and finite", h_sd);
-  if (h_sd == 0.0 && !(in_control_arl_spectra >= block_spectra && std::isfinite(in_control_arl_spectra))) {
-    Fail("in_control_arl_spectra", ">= block_spectra and finite", in_control_arl_spectra);
-  }
-  if (!(clip > 0.0)) Fail("clip", "> 0", clip);
+  RequireOption(block_spectra >= 1, "block_spectra", ">= 1", block_spectra);
+  RequireOption(calibration_blocks >= 8, "calibration_blocks", ">= 8", calibration_blocks);
+  RequireOption(k_sd >= 0.0 && std::isfinite(k_sd), "k_sd", ">= 0 and finite", k_sd);
+  RequireOption(h_sd >= 0.0 && std::isfinite(h_sd), "h_sd", ">= 0 (0: from in_control_arl_spectra) and finite", h_sd);
+  RequireOption(h_sd > 0.0 || (in_control_arl_spectra >= block_spectra && std::isfinite(in_control_arl_spectra)),
+                "in_control_arl_spectra", ">= block_spectra and finite", in_control_arl_spectra);
 }
 
-BlockCusum::BlockCusum(BlockCusumOptions options) : options_(options) {
+BlockCusum::BlockCusum(BlockCusumOptions options, double clip)
+    : options_(options), clip_(clip > 0.0 ? clip : std::numeric_limits<double>::infinity()) {
   options_.Validate();
   h_ = options_.DecisionInterval();
   calibration_.reserve(static_cast<size_t>(options_.calibration_blocks));
@@ -98,7 +90,7 @@ void BlockCusum::SetBaseline(double mean, double sd) {
 
 std::vector<ChangeAlarm> BlockCusum::Add(std::span<const float> scores, uint64_t first_spectrum) {
   std::vector<ChangeAlarm> alarms;
-  const double clip = options_.clip;
+  const double clip = clip_;
   for (size_t i = 0; i < scores.size(); ++i) {
     const double z = scores[i];
     if (!std::isfinite(z)) {

@@ -54,11 +54,9 @@ struct BlockCusumOptions {
   double k_sd = 0.5;            ///< reference value, in block-mean sd; detects best a shift of 2k sd
   double h_sd = 0.0;            ///< decision interval, in block-mean sd; 0 = from in_control_arl_spectra
   double in_control_arl_spectra = 1e8;  ///< in-control average run length wanted when h_sd = 0, in spectra
-  double clip = std::numeric_limits<double>::infinity();  ///< scores clipped to [−clip, clip] (the caller
-                                                           ///< passes its novelty threshold)
   /// h in block-mean sd: h_sd, or when 0 the smallest h meeting in_control_arl_spectra (CusumHForArl).
   double DecisionInterval() const;
-  /// Throws ConfigError naming the field ("drift.cusum_block_spectra ...").
+  /// Throws ConfigError naming the field ("block_spectra ...").
   void Validate() const;
 };
 
@@ -84,7 +82,10 @@ struct ChangeAlarm {
 
 class BlockCusum {
  public:
-  explicit BlockCusum(BlockCusumOptions options = {});  ///< throws ConfigError (options.Validate)
+  /// Scores are clipped to [−clip, clip]: the caller passes its novelty threshold, a value of the data, not an
+  /// option (so never validated as one): a clip that is not > 0 (or NaN) clips nothing. Throws ConfigError for
+  /// bad options (options.Validate).
+  explicit BlockCusum(BlockCusumOptions options = {}, double clip = std::numeric_limits<double>::infinity());
 
   /// Scores of consecutive spectra; scores[i] is spectrum first_spectrum + i. Returns the alarms raised
   /// (usually none; at most one per block).
@@ -119,6 +120,7 @@ class BlockCusum {
   static void Step(Side& side, double increment, double block_mean, uint64_t block_first);
 
   BlockCusumOptions options_;
+  double clip_;
   double h_;
   // Open block.
   double block_sum_ = 0;

@@ -15,13 +15,6 @@
 namespace specwatch {
 namespace {
 
-template <typename T>
-[[noreturn]] void Fail(const std::string& field, const std::string& requirement, T got) {
-  std::ostringstream message;
-  message << "drift.energy_" << field << " must be " << requirement << ", got " << got;
-  throw ConfigError(message.str());
-}
-
 // The four taps of v at position t: v(t) = Σ weight[k] · v[index[k]], indices clamped to the ends (hold), and
 // dv/dt with the derivative weights.
 struct Taps {
@@ -45,23 +38,33 @@ Taps TapsAt(double t, int size) {
 
 }  // namespace
 
+void EnergyShiftOptions::Validate() const {
+  RequireOption(reference_spectra >= 1, "reference_spectra", ">= 1", reference_spectra);
+  RequireOption(block_spectra >= 1, "block_spectra", ">= 1", block_spectra);
+  RequireOption(feature_channel >= -1, "feature_channel", "-1 (auto) or a channel", feature_channel);
+  RequireOption(window_half_width_channels == 0 || window_half_width_channels >= 2, "window_half_width_channels",
+                "0 (auto) or >= 2", window_half_width_channels);
+  RequireOption(min_shift_channels >= 0.0, "min_shift_channels", ">= 0", min_shift_channels);
+  RequireOption(confidence_sigma > 0.0, "confidence_sigma", "> 0", confidence_sigma);
+  RequireOption(confirm_blocks >= 1, "confirm_blocks", ">= 1", confirm_blocks);
+}
+
+std::string EnergyShiftOptions::ChannelProblem(int channels) const {
+  if (channels < 8) return "spectra must have at least 8 channels, got " + std::to_string(channels);
+  if (feature_channel >= channels) {
+    return "feature_channel " + std::to_string(feature_channel) + " is beyond the " + std::to_string(channels) +
+           " channels";
+  }
+  if (window_half_width_channels > channels / 2) {
+    return "window_half_width_channels " + std::to_string(window_half_width_channels) + " is more than half the " +
+           std::to_string(channels) + " channels";
+  }
+  return {};
+}
+
 void EnergyShiftOptions::Validate(int channels) const {
-  if (channels < 8) {
-    throw ConfigError("drift.energy: spectra must have at least 8 channels, got " + std::to_string(channels));
-  }
-  if (reference_spectra < 1) Fail("reference_spectra", ">= 1", reference_spectra);
-  if (block_spectra < 1) Fail("block_spectra", ">= 1", block_spectra);
-  if (feature_channel < -1 || feature_channel >= channels) {
-    Fail("feature_channel", "-1 (auto) or a channel in [0, " + std::to_string(channels) + ")", feature_channel);
-  }
-  if (window_half_width_channels != 0 &&
-      (window_half_width_channels < 2 || window_half_width_channels > channels / 2)) {
-    Fail("window_half_width_channels", "0 (auto) or in [2, " + std::to_string(channels / 2) + "]",
-         window_half_width_channels);
-  }
-  if (!(min_shift_channels >= 0.0)) Fail("min_shift_channels", ">= 0", min_shift_channels);
-  if (!(confidence_sigma > 0.0)) Fail("confidence_sigma", "> 0", confidence_sigma);
-  if (confirm_blocks < 1) Fail("confirm_blocks", ">= 1", confirm_blocks);
+  Validate();
+  if (const std::string problem = ChannelProblem(channels); !problem.empty()) throw ConfigError("channels", problem);
 }
 
 EnergyShiftTracker::EnergyShiftTracker(int channels, EnergyShiftOptions options)

@@ -38,6 +38,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 
 namespace specwatch {
 
@@ -51,7 +52,11 @@ struct EnergyShiftOptions {
   double confidence_sigma = 5.0;        ///< and at least this many standard errors of the change
   int confirm_blocks = 2;               ///< consecutive blocks beyond the threshold that make an event
 
-  /// Throws ConfigError naming the field ("drift.energy_...") unless the options suit `channels` channels.
+  /// Throws ConfigError naming the field ("block_spectra ...") unless the options are valid for some channel count.
+  void Validate() const;
+  /// Why the options cannot track spectra of `channels` channels ("" when they can); never throws.
+  std::string ChannelProblem(int channels) const;
+  /// Validate() and ChannelProblem(channels); throws ConfigError.
   void Validate(int channels) const;
 };
 

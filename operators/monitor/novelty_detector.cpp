@@ -12,13 +12,6 @@
 namespace specwatch {
 namespace {
 
-template <typename T>
-[[noreturn]] void Fail(std::string_view field, std::string_view rule, T got) {
-  std::ostringstream message;
-  message << "novelty." << field << " must be " << rule << ", got " << got;
-  throw ConfigError(message.str());
-}
-
 // median + sigmas · 1.4826 · MAD of `values` (a copy is partially sorted); +inf when the MAD is 0, where a
 // "robust sigma" says nothing and a threshold at the median would exclude half of everything.
 double RobustUpperBound(std::vector<double> values, double sigmas) {
@@ -35,18 +28,17 @@ double RobustUpperBound(std::vector<double> values, double sigmas) {
 }  // namespace
 
 void NoveltyOptions::Validate() const {
-  tail.Validate("novelty.tail");
-  if (!(false_alarm_rate > 0.0 && false_alarm_rate < 1.0 - tail.initial_quantile)) {
-    Fail("false_alarm_rate", "in (0, 1 - tail.initial_quantile)", false_alarm_rate);
-  }
-  if (calibration_spectra < 1000) Fail("calibration_spectra", ">= 1000", calibration_spectra);
-  if (exclusion_min_samples < 100) Fail("exclusion_min_samples", ">= 100", exclusion_min_samples);
-  if (!(exclusion_sigma > 0.0)) Fail("exclusion_sigma", "> 0", exclusion_sigma);
-  if (regime_window_spectra < 1) Fail("regime_window_spectra", ">= 1", regime_window_spectra);
-  if (!(regime_fraction > 0.0 && regime_fraction <= 1.0)) Fail("regime_fraction", "in (0, 1]", regime_fraction);
-  if (regime_min_span_spectra < 0) Fail("regime_min_span_spectra", ">= 0", regime_min_span_spectra);
-  if (absorb_spectra < 0) Fail("absorb_spectra", ">= 0", absorb_spectra);
-  if (!(hotelling_share > 0.0 && hotelling_share < 1.0)) Fail("hotelling_share", "in (0, 1)", hotelling_share);
+  ValidateMember("tail", [&] { tail.Validate(); });
+  RequireOption(false_alarm_rate > 0.0 && false_alarm_rate < 1.0 - tail.initial_quantile, "false_alarm_rate",
+                "in (0, 1 - tail.initial_quantile)", false_alarm_rate);
+  RequireOption(calibration_spectra >= 1000, "calibration_spectra", ">= 1000", calibration_spectra);
+  RequireOption(exclusion_min_samples >= 100, "exclusion_min_samples", ">= 100", exclusion_min_samples);
+  RequireOption(exclusion_sigma > 0.0, "exclusion_sigma", "> 0", exclusion_sigma);
+  RequireOption(regime_window_spectra >= 1, "regime_window_spectra", ">= 1", regime_window_spectra);
+  RequireOption(regime_fraction > 0.0 && regime_fraction <= 1.0, "regime_fraction", "in (0, 1]", regime_fraction);
+  RequireOption(regime_min_span_spectra >= 0, "regime_min_span_spectra", ">= 0", regime_min_span_spectra);
+  RequireOption(absorb_spectra >= 0, "absorb_spectra", ">= 0", absorb_spectra);
+  RequireOption(hotelling_share > 0.0 && hotelling_share < 1.0, "hotelling_share", "in (0, 1)", hotelling_share);
 }
 
 const char* ToString(NoveltyState state) {

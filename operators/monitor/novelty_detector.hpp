@@ -58,7 +58,7 @@ struct NoveltyOptions {
   /// tracker to explain it first. OperandoMonitor raises it to the energy tracker's worst confirmation
   /// delay (a block straddling the step plus confirm_blocks blocks: 3 x 512, plus a frame).
   int regime_min_span_spectra = 1536;
-  /// Throws ConfigError naming the field ("novelty.false_alarm_rate ...").
+  /// Throws ConfigError naming the field ("false_alarm_rate ..."; operators/core/config_error.hpp).
   void Validate() const;
 };
 

@@ -11,18 +11,11 @@
 namespace specwatch {
 namespace {
 
-template <typename T>
-[[noreturn]] void Fail(const std::string& field, const std::string& requirement, T got) {
-  std::ostringstream message;
-  message << "novelty." << field << " must be " << requirement << ", got " << got;
-  throw ConfigError(message.str());
-}
-
 }  // namespace
 
 void NoveltyRegionsOptions::Validate() const {
-  if (max_regions < 1) Fail("max_regions", ">= 1", max_regions);
-  if (connectivity != 4 && connectivity != 8) Fail("connectivity", "4 or 8", connectivity);
+  RequireOption(max_regions >= 1, "max_regions", ">= 1", max_regions);
+  RequireOption(connectivity == 4 || connectivity == 8, "connectivity", "4 or 8", connectivity);
 }
 
 NoveltyRegions::NoveltyRegions(NoveltyRegionsOptions options, ScanShape shape) : options_(options), shape_(shape) {

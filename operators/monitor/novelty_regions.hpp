@@ -38,7 +38,7 @@ namespace specwatch {
 struct NoveltyRegionsOptions {
   uint32_t max_regions = 1024;  ///< live regions kept; an isolated novel position beyond them is not assigned
   int connectivity = 8;         ///< 8: diagonal neighbours join; 4: only edge neighbours
-  /// Throws ConfigError naming the field ("novelty.max_regions ...").
+  /// Throws ConfigError naming the field ("max_regions ..."; operators/core/config_error.hpp).
   void Validate() const;
 };
 

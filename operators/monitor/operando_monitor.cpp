@@ -10,13 +10,14 @@
 namespace specwatch {
 
 void MonitorOptions::Validate() const {
-  detector.Validate();
-  regions.Validate();
-  guard.Validate();
-  cusum.Validate();
-  if (contributions < 0 || contributions > 4096) {
-    throw ConfigError("novelty.contributions must be in [0, 4096], got " + std::to_string(contributions));
-  }
+  ValidateMember("detector", [&] { detector.Validate(); });
+  ValidateMember("regions", [&] { regions.Validate(); });
+  ValidateMember("guard", [&] { guard.Validate(); });
+  ValidateMember("energy_shift", [&] { energy_shift.Validate(); });
+  ValidateMember("cusum", [&] { cusum.Validate(); });
+  RequireOption(contributions >= 0 && contributions <= 4096, "contributions", "in [0, 4096]", contributions);
+  RequireOption(min_model_spectra >= 0.0 && std::isfinite(min_model_spectra), "min_model_spectra", ">= 0",
+                min_model_spectra);
 }
 
 void MonitorOutput::Clear() {
@@ -228,11 +229,9 @@ void OperandoMonitor::ObserveEnergy(const MonitorFrame& frame, MonitorOutput* ou
         frame.model->mean.size() != series_.channels) {
       return;
     }
-    try {
-      energy_.emplace(series_.channels, options_.energy_shift);
-    } catch (const ConfigError&) {
-      return;  // too few channels for the fit window: no energy tracking for this series
-    }
+    // Too few channels for the fit window: no energy tracking for this series.
+    if (!options_.energy_shift.ChannelProblem(series_.channels).empty()) return;
+    energy_.emplace(series_.channels, options_.energy_shift);
     energy_model_ = frame.model;
   }
   // The reference model's reconstruction of the frame's summed spectrum: what these spectra look like on the
@@ -277,9 +276,8 @@ void OperandoMonitor::ObserveStatistics(const MonitorFrame& frame, MonitorOutput
     return;
   }
   if (!cusum_running_) {
-    BlockCusumOptions o = options_.cusum;
-    o.clip = detector_.deviance_fit().threshold;
-    cusum_ = BlockCusum(o);
+    // Scores clipped at the novelty threshold (a value of the data; one that is not > 0 clips nothing).
+    cusum_ = BlockCusum(options_.cusum, detector_.deviance_fit().threshold);
     cusum_running_ = true;
   }
   const Eigen::VectorXf& z = frame.result->deviance_z;

@@ -63,7 +63,7 @@ struct MonitorOptions {
     o.k_sd = 2.0;
     return o;
   }();
-  /// Throws ConfigError naming the field ("novelty.*", "drift.*").
+  /// Throws ConfigError naming the field ("detector.false_alarm_rate ...", "contributions ..."; operators/core/config_error.hpp).
   void Validate() const;
 };
 

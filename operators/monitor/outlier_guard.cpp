@@ -10,24 +10,13 @@
 namespace specwatch {
 
 void OutlierGuardOptions::Validate() const {
-  if (window_spectra < 100) {
-    throw ConfigError("novelty.guard_window_spectra must be >= 100, got " + std::to_string(window_spectra));
-  }
-  if (min_samples < 50 || min_samples > window_spectra) {
-    throw ConfigError("novelty.guard_min_samples must be in [50, guard_window_spectra], got " +
-                      std::to_string(min_samples));
-  }
-  if (release_window_spectra < 20) {
-    throw ConfigError("novelty.guard_release_window_spectra must be >= 20, got " +
-                      std::to_string(release_window_spectra));
-  }
-  if (refresh_spectra < 1) {
-    throw ConfigError("novelty.guard_refresh_spectra must be >= 1, got " + std::to_string(refresh_spectra));
-  }
-  if (!(sigma > 0.0)) throw ConfigError("novelty.guard_sigma must be > 0, got " + std::to_string(sigma));
-  if (!(max_fraction > 0.0 && max_fraction <= 1.0)) {
-    throw ConfigError("novelty.guard_max_fraction must be in (0, 1], got " + std::to_string(max_fraction));
-  }
+  RequireOption(window_spectra >= 100, "window_spectra", ">= 100", window_spectra);
+  RequireOption(min_samples >= 50 && min_samples <= window_spectra, "min_samples", "in [50, window_spectra]",
+                min_samples);
+  RequireOption(release_window_spectra >= 20, "release_window_spectra", ">= 20", release_window_spectra);
+  RequireOption(refresh_spectra >= 1, "refresh_spectra", ">= 1", refresh_spectra);
+  RequireOption(sigma > 0.0, "sigma", "> 0", sigma);
+  RequireOption(max_fraction > 0.0 && max_fraction <= 1.0, "max_fraction", "in (0, 1]", max_fraction);
 }
 
 OutlierGuard::OutlierGuard(OutlierGuardOptions options)

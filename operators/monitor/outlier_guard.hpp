@@ -31,7 +31,7 @@ struct OutlierGuardOptions {
   double sigma = 10.0;         ///< bound = median + sigma · robust σ
   int release_window_spectra = 512;  ///< recent spectra over which the fraction above the bound is taken
   double max_fraction = 0.05;  ///< fraction above the bound at which the guard lets them through
-  /// Throws ConfigError naming the field ("novelty.guard_*").
+  /// Throws ConfigError naming the field ("sigma ..."; operators/core/config_error.hpp).
   void Validate() const;
 };
 

@@ -14,19 +14,12 @@
 namespace specwatch {
 namespace {
 
-template <typename T>
-[[noreturn]] void Fail(const std::string& field, const std::string& requirement, T got) {
-  std::ostringstream message;
-  message << "drift.subspace_" << field << " must be " << requirement << ", got " << got;
-  throw ConfigError(message.str());
-}
-
 }  // namespace
 
 void SubspaceDriftOptions::Validate() const {
-  if (!(threshold_deg > 0.0 && threshold_deg < 90.0)) Fail("threshold_deg", "in (0, 90)", threshold_deg);
-  if (confirm_checks < 1) Fail("confirm_checks", ">= 1", confirm_checks);
-  if (!(min_signal_ratio >= 0.0)) Fail("min_signal_ratio", ">= 0", min_signal_ratio);
+  RequireOption(threshold_deg > 0.0 && threshold_deg < 90.0, "threshold_deg", "in (0, 90)", threshold_deg);
+  RequireOption(confirm_checks >= 1, "confirm_checks", ">= 1", confirm_checks);
+  RequireOption(min_signal_ratio >= 0.0, "min_signal_ratio", ">= 0", min_signal_ratio);
 }
 
 int ReferenceRank(const PcaModel& model, const SubspaceDriftOptions& options) {

@@ -29,7 +29,7 @@ struct SubspaceDriftOptions {
   /// comparing it would report drift where there is none (a fixed rank 8 on a 3-phase sample turns 6 noise
   /// directions freely).
   double min_signal_ratio = 2.0;
-  /// Throws ConfigError naming the field ("drift.subspace_threshold_deg ...").
+  /// Throws ConfigError naming the field ("threshold_deg ..."; operators/core/config_error.hpp).
   void Validate() const;
 };
 

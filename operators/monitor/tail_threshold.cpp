@@ -17,12 +17,6 @@ constexpr double kExponentialShape = 1e-9;
 constexpr int kTrimRounds = 8;
 constexpr size_t kMaxLeaveOut = 20;
 
-[[noreturn]] void Fail(std::string_view prefix, std::string_view field, std::string_view rule, double got) {
-  std::ostringstream message;
-  message << prefix << '.' << field << " must be " << rule << ", got " << got;
-  throw ConfigError(message.str());
-}
-
 struct Gpd {
   double scale = 0, shape = 0, loglik = -std::numeric_limits<double>::infinity();
 };
@@ -148,13 +142,12 @@ double Survival(const TailFit& fit, double value, double n) {
 
 }  // namespace
 
-void TailFitOptions::Validate(std::string_view prefix) const {
-  if (!(initial_quantile >= 0.5 && initial_quantile < 1.0)) Fail(prefix, "initial_quantile", "in [0.5, 1)", initial_quantile);
-  if (!(max_trim_fraction >= 0.0 && 2.0 * max_trim_fraction < 1.0 - initial_quantile)) {
-    Fail(prefix, "max_trim_fraction", "in [0, (1 - initial_quantile) / 2)", max_trim_fraction);
-  }
-  if (!(trim_p_value > 0.0 && trim_p_value < 1.0)) Fail(prefix, "trim_p_value", "in (0, 1)", trim_p_value);
-  if (min_peaks < 10) Fail(prefix, "min_peaks", ">= 10", min_peaks);
+void TailFitOptions::Validate() const {
+  RequireOption(initial_quantile >= 0.5 && initial_quantile < 1.0, "initial_quantile", "in [0.5, 1)", initial_quantile);
+  RequireOption(max_trim_fraction >= 0.0 && 2.0 * max_trim_fraction < 1.0 - initial_quantile, "max_trim_fraction",
+                "in [0, (1 - initial_quantile) / 2)", max_trim_fraction);
+  RequireOption(trim_p_value > 0.0 && trim_p_value < 1.0, "trim_p_value", "in (0, 1)", trim_p_value);
+  RequireOption(min_peaks >= 10, "min_peaks", ">= 10", min_peaks);
 }
 
 double TailFit::TailProbability(double value) const {

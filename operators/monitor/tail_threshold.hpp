@@ -45,7 +45,7 @@ struct TailFitOptions {
   double trim_p_value = 1e-4;        ///< a top sample is trimmed when its rank is this improbable under the fit
   int min_peaks = 30;                ///< fewer peaks above u: the fit fails
   /// Throws ConfigError naming the field ("<prefix>.initial_quantile ...").
-  void Validate(std::string_view prefix = "tail") const;
+  void Validate() const;
 };
 
 /// The fitted tail and the threshold it gives.

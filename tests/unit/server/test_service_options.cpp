@@ -2,9 +2,14 @@
 #include <doctest/doctest.h>
 
 #include "operators/core/config_error.hpp"
+#include "server/config_keys.hpp"
 #include "server/service_options.hpp"
 
+#include "config.pb.h"
+
+#include <algorithm>
 #include <cstdio>
+#include <vector>
 #include <fstream>
 
 using namespace specwatch;
@@ -132,4 +137,76 @@ TEST_CASE("--help lists every flag and config key") {
     CAPTURE(word);
     CHECK(help.find(word) != std::string::npos);
   }
+}
+
+TEST_CASE("the key table covers every field of config.proto, and each key names its options field") {
+  const auto* top = config::ServiceConfig::descriptor();
+  std::vector<std::string> proto_keys;
+  for (int i = 0; i < top->field_count(); ++i) {
+    const auto* f = top->field(i);
+    if (f->message_type() == nullptr) {
+      proto_keys.push_back(f->name());
+      continue;
+    }
+    for (int j = 0; j < f->message_type()->field_count(); ++j) {
+      proto_keys.push_back(f->name() + "." + f->message_type()->field(j)->name());
+    }
+  }
+  std::vector<std::string> table_keys;
+  for (const ConfigKey& k : ConfigKeys()) table_keys.emplace_back(k.key);
+  std::sort(proto_keys.begin(), proto_keys.end());
+  std::sort(table_keys.begin(), table_keys.end());
+  CHECK(proto_keys == table_keys);
+  CHECK(ConfigKeyForField("monitor.guard.sigma")->key == "novelty.guard_sigma");
+  CHECK(ConfigKeyForField("weighting_options.floor_fraction")->key == "pca.weight_floor");
+  CHECK(ConfigKeyForField("pca.implicit_residual_min_fraction") == nullptr);
+}
+
+TEST_CASE("every key's default reads back from the printed defaults; changed options print and read back") {
+  ServiceOptions changed;
+  changed.pca.rank = 5;
+  changed.monitor.guard.sigma = 7.5;
+  changed.weighting = Weighting::kNone;
+  changed.monitor.energy_correction = EnergyCorrection::kOff;
+  changed.damage.max_positions = 99;
+  changed.frames_endpoint = "@tcp://127.0.0.1:7100";
+  for (const ServiceOptions& o : {ServiceOptions{}, changed}) {
+    const std::string text = ConfigText(o);
+    const auto path = WriteTemp(text);
+    const ServiceOptions back = LoadConfigFile(path);
+    CHECK(ConfigText(back) == text);
+    for (const ConfigKey& k : ConfigKeys()) {
+      CAPTURE(k.key);
+      CHECK(k.get(back) == k.get(o));
+    }
+    std::remove(path.c_str());
+  }
+  // A default file: every key, once.
+  const std::string defaults = ConfigText(ServiceOptions{});
+  CHECK(defaults.find("guard_sigma: 10") != std::string::npos);
+  CHECK(defaults.find("auto_rank: true") != std::string::npos);
+}
+
+TEST_CASE("validation errors name the config key, not the options field; flags name the flag") {
+  struct Case {
+    const char* text;
+    const char* message;
+  };
+  for (const Case c : {Case{"novelty { guard_sigma: -1 }", "novelty.guard_sigma must be > 0, got -1"},
+                       Case{"pca { weight_floor: 2 }", "pca.weight_floor must be in (0, 1], got 2"},
+                       Case{"dose { warning_fraction: 1 }", "dose.warning_fraction must be in (0, 1)"},
+                       Case{"drift { energy_block_spectra: 0 }", "drift.energy_block_spectra must be >= 1"},
+                       Case{"pca { rank: 3000000000 }", "pca.rank must be <= 2147483647"},
+                       Case{"novelty { max_regions: 0 }", "novelty.max_regions must be >= 1"}}) {
+    const auto path = WriteTemp(c.text);
+    CAPTURE(c.text);
+    CHECK_THROWS_WITH_AS(LoadConfigFile(path), doctest::Contains(c.message), ConfigError);
+    std::remove(path.c_str());
+  }
+  CHECK_THROWS_WITH_AS(ParseCommandLine({"--false-alarm-rate", "0"}),
+                       doctest::Contains("--false-alarm-rate (novelty.false_alarm_rate) must be"), ConfigError);
+  CHECK_THROWS_WITH_AS(ParseCommandLine({"--energy-correction", "maybe"}),
+                       doctest::Contains("drift.energy_correction): must be one of \"auto\", \"on\", \"off\""),
+                       ConfigError);
+  CHECK(ParseCommandLine({"--print-defaults"}).print_defaults);
 }

@@ -55,19 +55,19 @@ TEST_CASE("EnergyShiftOptions: out-of-range fields are rejected by name") {
   CHECK(message({}).empty());
   EnergyShiftOptions o;
   o.block_spectra = 0;
-  CHECK(message(o).find("drift.energy_block_spectra") != std::string::npos);
+  CHECK(message(o).find("block_spectra must be") != std::string::npos);
   o = {};
   o.feature_channel = kChannels;
-  CHECK(message(o).find("drift.energy_feature_channel") != std::string::npos);
+  CHECK(message(o).find("feature_channel") != std::string::npos);
   o = {};
   o.confidence_sigma = 0;
-  CHECK(message(o).find("drift.energy_confidence_sigma") != std::string::npos);
+  CHECK(message(o).find("confidence_sigma must be") != std::string::npos);
   o = {};
   o.confirm_blocks = 0;
-  CHECK(message(o).find("drift.energy_confirm_blocks") != std::string::npos);
+  CHECK(message(o).find("confirm_blocks must be") != std::string::npos);
   o = {};
   o.window_half_width_channels = 1;
-  CHECK(message(o).find("drift.energy_window_half_width_channels") != std::string::npos);
+  CHECK(message(o).find("window_half_width_channels") != std::string::npos);
   CHECK_THROWS_AS(EnergyShiftTracker(kChannels, o), ConfigError);
 }
 

@@ -35,10 +35,10 @@ TEST_CASE("NoveltyRegionsOptions: Validate names the field") {
   CHECK_NOTHROW(NoveltyRegionsOptions{}.Validate());
   NoveltyRegionsOptions o;
   o.max_regions = 0;
-  CHECK_THROWS_WITH_AS(o.Validate(), doctest::Contains("novelty.max_regions"), ConfigError);
+  CHECK_THROWS_WITH_AS(o.Validate(), doctest::Contains("max_regions must be >= 1"), ConfigError);
   o = {};
   o.connectivity = 6;
-  CHECK_THROWS_WITH_AS(NoveltyRegions{o}, doctest::Contains("novelty.connectivity"), ConfigError);
+  CHECK_THROWS_WITH_AS(NoveltyRegions{o}, doctest::Contains("connectivity must be 4 or 8"), ConfigError);
 }
 
 TEST_CASE("NoveltyRegions: two blobs are two regions, one new-region result each; area, centroid, box") {

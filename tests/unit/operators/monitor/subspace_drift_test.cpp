@@ -81,10 +81,10 @@ TEST_CASE("SubspaceDriftOptions: Validate names the field") {
   CHECK_NOTHROW(SubspaceDriftOptions{}.Validate());
   SubspaceDriftOptions o;
   o.threshold_deg = 90;
-  CHECK_THROWS_WITH_AS(o.Validate(), doctest::Contains("drift.subspace_threshold_deg"), ConfigError);
+  CHECK_THROWS_WITH_AS(o.Validate(), doctest::Contains("threshold_deg must be in (0, 90)"), ConfigError);
   o = {};
   o.confirm_checks = 0;
-  CHECK_THROWS_WITH_AS(SubspaceDriftTracker{o}, doctest::Contains("drift.subspace_confirm_checks"), ConfigError);
+  CHECK_THROWS_WITH_AS(SubspaceDriftTracker{o}, doctest::Contains("confirm_checks must be >= 1"), ConfigError);
 }
 
 TEST_CASE("SubspaceDriftTracker: one event per change after confirm_checks checks; the reference then moves") {

@@ -174,13 +174,13 @@ TEST_CASE("TailFitOptions: Validate names the field") {
   TailFitOptions o;
   CHECK_NOTHROW(o.Validate());
   o.initial_quantile = 1.0;
-  CHECK_THROWS_WITH_AS(o.Validate("novelty.tail"), doctest::Contains("novelty.tail.initial_quantile"), ConfigError);
+  CHECK_THROWS_WITH_AS(o.Validate(), doctest::Contains("initial_quantile must be in [0.5, 1)"), ConfigError);
   o = {};
   o.max_trim_fraction = 0.02;
-  CHECK_THROWS_WITH_AS(o.Validate("novelty.tail"), doctest::Contains("max_trim_fraction"), ConfigError);
+  CHECK_THROWS_WITH_AS(o.Validate(), doctest::Contains("max_trim_fraction"), ConfigError);
   o = {};
   o.trim_p_value = 0;
-  CHECK_THROWS_WITH_AS(o.Validate(), doctest::Contains("tail.trim_p_value"), ConfigError);
+  CHECK_THROWS_WITH_AS(o.Validate(), doctest::Contains("trim_p_value must be"), ConfigError);
   o = {};
   o.min_peaks = 3;
   CHECK_THROWS_AS(o.Validate(), ConfigError);
