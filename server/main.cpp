@@ -78,6 +78,7 @@ int main(int argc, char** argv) {
 
   auto registry = std::make_shared<prometheus::Registry>();
   server::ServiceMetrics metrics(*registry);
+  const server::SystemClock clock;
   std::unique_ptr<prometheus::Exposer> exposer;
   std::unique_ptr<server::Service> service;
   try {
@@ -86,7 +87,7 @@ int main(int argc, char** argv) {
       exposer->RegisterCollectable(registry);
       log->info("metrics on http://{}/metrics", options.metrics_address);
     }
-    service = std::make_unique<server::Service>(options, metrics, log, initial);
+    service = std::make_unique<server::Service>(options, metrics, log, clock, initial);
   } catch (const std::exception& e) {
     log->error("cannot start: {}", e.what());
     return 2;

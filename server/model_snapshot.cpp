@@ -29,48 +29,6 @@ constexpr double kOrthonormalTolerance = 1e-3;
 
 }  // namespace
 
-std::shared_ptr<std::vector<float>> FillSnapshot(const PcaModel& model, const std::string& reason,
-                                                 const EnergyAxis& energy_axis, wire::ModelSnapshot* s) {
-  auto* axis = s->mutable_energy_axis();
-  axis->set_offset(energy_axis.offset);
-  axis->set_dispersion(energy_axis.dispersion);
-  axis->set_unit(energy_axis.unit);
-  const int rank = model.rank;
-  const auto channels = model.mean.size();
-  s->set_rank(static_cast<uint32_t>(rank));
-  s->set_channel_count(static_cast<uint32_t>(channels));
-  for (int i = 0; i < rank; ++i) s->add_singular_values(model.singular_values[i]);
-  const Eigen::VectorXd explained = model.ExplainedVarianceRatio();
-  for (int i = 0; i < rank && i < explained.size(); ++i) s->add_explained_variance(explained[i]);
-  s->set_spectra_seen(model.spectra_seen);
-  s->set_effective_memory(model.effective_memory);
-  s->set_model_version(model.version);
-  s->set_reason(reason);
-  s->set_poisson_weighted(model.Weighted());
-  s->set_noise_sigma(model.noise_sigma);
-  s->set_rank_threshold(model.rank_threshold);
-  s->set_tracked_components(static_cast<uint32_t>(model.basis.cols()));
-  for (Eigen::Index i = 0; i < model.singular_values.size(); ++i) {
-    s->add_tracked_singular_values(model.singular_values[i]);
-  }
-  s->set_total_variance(model.total_variance);
-  if (model.Weighted()) {
-    s->mutable_channel_scale()->Add(model.channel_scale.data(), model.channel_scale.data() + channels);
-  }
-  auto data = std::make_shared<std::vector<float>>(static_cast<size_t>((1 + rank) * channels));
-  if (channels > 0) {
-    Eigen::Map<Eigen::VectorXf> mean(data->data(), channels);
-    Eigen::Map<Eigen::MatrixXf> eigenspectra(data->data() + channels, channels, rank);
-    mean = model.mean;
-    eigenspectra = model.basis.leftCols(rank);
-    if (model.Weighted()) {  // back to counts (per sqrt(total counts)): results.proto, ModelSnapshot
-      mean.array() *= model.channel_scale.array();
-      eigenspectra.array().colwise() *= model.channel_scale.array();
-    }
-  }
-  return data;
-}
-
 PcaModel ModelFromSnapshot(const wire::ModelSnapshot& s, std::span<const std::byte> payload) {
   const Eigen::Index d = s.channel_count();
   const Eigen::Index r = s.rank();

@@ -9,6 +9,7 @@
 #include "operators/core/spectrum_batch.hpp"
 #include "results.pb.h"
 #include "server/service_options.hpp"
+#include "stream/result_codec.hpp"
 
 #include <cstddef>
 #include <memory>
@@ -18,10 +19,8 @@
 
 namespace specwatch::server {
 
-/// Fills `out` from `model` and returns the payload: (1 + rank) x channels float32, the mean then the
-/// eigenspectra, brought back to counts for a weighted model. Empty for a model that has learnt nothing.
-std::shared_ptr<std::vector<float>> FillSnapshot(const PcaModel& model, const std::string& reason,
-                                                 const EnergyAxis& energy_axis, wire::ModelSnapshot* out);
+/// Fills a snapshot message from a model (stream/result_codec.hpp, where results become protobuf).
+using stream::FillSnapshot;
 
 /// The model a snapshot describes, in the space it was learnt in (the weighting undone from the payload),
 /// ready for StreamingModel::Restore. `payload` is the raw payload part. Throws ConfigError saying what is

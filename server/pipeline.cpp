@@ -1,77 +1,137 @@
 #include "server/pipeline.hpp"
 
-#include "operators/core/config_error.hpp"
-#include "server/clock.hpp"
-
 #include <tbb/info.h>
 
-#include <algorithm>
-#include <cmath>
+#include <ctime>
+#include <functional>
+#include <type_traits>
 
 namespace specwatch::server {
 
+double ThreadCpuS() {
+  timespec t{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+}
+
+namespace {
+
+/// Counts a stage's thread CPU time and wall time for the scope.
+class StageTimer {
+ public:
+  StageTimer(ServiceMetrics& metrics, Stage stage, const Clock& clock)
+      : metrics_(metrics), stage_(stage), clock_(clock), cpu0_(ThreadCpuS()), t0_(clock.SteadyS()) {}
+  ~StageTimer() {
+    metrics_.StageCpu(stage_).Increment(std::max(0.0, ThreadCpuS() - cpu0_));
+    if (observe_) metrics_.Latency(stage_).Observe(clock_.SteadyS() - t0_);
+  }
+  void SkipLatency() { observe_ = false; }
+  double start_s() const { return t0_; }
+
+ private:
+  ServiceMetrics& metrics_;
+  Stage stage_;
+  const Clock& clock_;
+  double cpu0_;
+  double t0_;
+  bool observe_ = true;
+};
+
+double NoveltyStateValue(const std::string& state) {
+  if (state == "calibrating") return 1;
+  if (state == "monitoring") return 2;
+  if (state == "absorbing") return 3;
+  return 0;
+}
+
+spdlog::level::level_enum LogLevel(Notice::Level level) {
+  switch (level) {
+    case Notice::Level::kDebug: return spdlog::level::debug;
+    case Notice::Level::kInfo: return spdlog::level::info;
+    case Notice::Level::kWarn: return spdlog::level::warn;
+    case Notice::Level::kError: return spdlog::level::err;
+  }
+  return spdlog::level::info;
+}
+
+const char* StageLabel(Stage s) { return kStageLabels[static_cast<size_t>(s)]; }
+
+}  // namespace
+
+// The walk of a frame: every edge of the graph is here.
 struct Pipeline::Nodes {
+  using SessionNode = tbb::flow::multifunction_node<ScoredPtr, std::tuple<EncodeItem, LearnItem>>;
+  using LearnNode = tbb::flow::multifunction_node<LearnItem, std::tuple<EncodeItem>>;
+
   explicit Nodes(Pipeline& p)
-      : denoise(graph, tbb::flow::unlimited, [&p](WorkItem item) { return p.DenoiseItem(std::move(item)); }),
-        order(graph, [](const ProcessedPtr& d) { return static_cast<size_t>(d->item.index); }),
-        in_order(graph, tbb::flow::serial,
-                 [&p](const ProcessedPtr& d) {
-                   p.InOrder(d);
-                   return tbb::flow::continue_msg{};
-                 }),
-        model_update(graph, tbb::flow::serial, [&p](const UpdateItem& u) {
-          p.ModelUpdate(u);
+      : score(graph, tbb::flow::unlimited, [&p](WorkItem item) { return p.ScoreBody(std::move(item)); }),
+        order(graph, [](const ScoredPtr& s) { return static_cast<size_t>(s->item.index); }),
+        session(graph, tbb::flow::serial,
+                [&p](const ScoredPtr& s, SessionNode::output_ports_type& ports) {
+                  EncodeItem encode;
+                  std::vector<LearnItem> learn;
+                  p.SessionBody(s, &encode, &learn);
+                  // The frame's messages are queued for encoding before its model work, so that what the model
+                  // learns from this frame is published after it.
+                  if (!encode.events.empty()) std::get<0>(ports).try_put(std::move(encode));
+                  for (LearnItem& l : learn) std::get<1>(ports).try_put(std::move(l));
+                }),
+        learn(graph, tbb::flow::serial,
+              [&p](const LearnItem& l, LearnNode::output_ports_type& ports) {
+                // The step's events leave (a new version's snapshot first) before its model is installed: the
+                // encode node is serial and takes its inputs in order, so every frame scored with the new model
+                // reaches it after them.
+                p.LearnBody(l, [&ports](EncodeItem&& e) { std::get<0>(ports).try_put(std::move(e)); });
+              }),
+        encode(graph, tbb::flow::serial, [&p](const EncodeItem& e) {
+          p.EncodeBody(e);
           return tbb::flow::continue_msg{};
         }) {
-    tbb::flow::make_edge(denoise, order);
-    tbb::flow::make_edge(order, in_order);
+    tbb::flow::make_edge(score, order);
+    tbb::flow::make_edge(order, session);
+    tbb::flow::make_edge(tbb::flow::output_port<0>(session), encode);
+    tbb::flow::make_edge(tbb::flow::output_port<1>(session), learn);
+    tbb::flow::make_edge(tbb::flow::output_port<0>(learn), encode);
   }
   tbb::flow::graph graph;
-  tbb::flow::function_node<WorkItem, ProcessedPtr> denoise;
-  tbb::flow::sequencer_node<ProcessedPtr> order;
-  tbb::flow::function_node<ProcessedPtr, tbb::flow::continue_msg> in_order;
-  tbb::flow::function_node<UpdateItem, tbb::flow::continue_msg> model_update;
+  tbb::flow::function_node<WorkItem, ScoredPtr> score;
+  tbb::flow::sequencer_node<ScoredPtr> order;
+  SessionNode session;
+  LearnNode learn;
+  tbb::flow::function_node<EncodeItem, tbb::flow::continue_msg> encode;
 };
 
 int ComputeThreads(const ServiceOptions& o) {
   return o.compute_threads > 0 ? static_cast<int>(o.compute_threads) : tbb::info::default_concurrency();
 }
 
-namespace {
-
-wire::EnergyAxis ToWire(const EnergyAxis& a) {
-  wire::EnergyAxis w;
-  w.set_offset(a.offset);
-  w.set_dispersion(a.dispersion);
-  w.set_unit(a.unit);
-  return w;
-}
-
-}  // namespace
-
 Pipeline::Pipeline(const ServiceOptions& options, ServiceMetrics& metrics, OutputQueue& out,
-                   std::shared_ptr<spdlog::logger> log, std::shared_ptr<const PcaModel> initial_model)
+                   std::shared_ptr<spdlog::logger> log, const Clock& clock,
+                   std::shared_ptr<const PcaModel> initial_model)
     : options_(options),
       metrics_(metrics),
       out_(out),
       log_(std::move(log)),
+      clock_(clock),
+      session_(options, initial_model),
+      codec_(options.denoised_payload == DenoisedPayload::kScores),
       slots_(std::make_shared<Slots>(options.max_frames_in_flight, metrics.frames_in_flight)),
-      model_(std::make_shared<const PcaModel>()),
-      monitor_(options, metrics, out, log_),
-      dose_(options, metrics, out, log_),
       arena_(ComputeThreads(options), /*reserved_for_masters=*/0) {
   // A graph belongs to the arena it is built in.
   arena_.execute([this] { nodes_ = std::make_unique<Nodes>(*this); });
   if (initial_model) {
-    WeightingOptions weighting = options_.weighting_options;
-    weighting.enabled = initial_model->Weighted();
-    learner_ = std::make_unique<StreamingModel>(static_cast<int>(initial_model->mean.size()), options_.pca, weighting);
-    learner_->Restore(*initial_model);
-    restored_.store(true);
-    InstallModel(learner_->Model(), "");
-    const auto& m = *Model();
-    log_->info("model restored: version {}, rank {}, {} channels, {:.0f} spectra seen, {} weighting", m.version,
-               m.rank, m.mean.size(), m.spectra_seen, m.Weighted() ? "Poisson" : "no");
+    const auto m = session_.Model();
+    if (options_.denoised_payload == DenoisedPayload::kScores) {
+      OutMessage s;
+      s.kind = OutMessage::Kind::kSnapshotRequest;
+      s.reason = "model_update";
+      s.model = m;
+      out_.Push(std::move(s));
+    }
+    metrics_.model_rank.Set(m->rank);
+    metrics_.model_version.Set(static_cast<double>(m->version));
+    log_->info("model restored: version {}, rank {}, {} channels, {:.0f} spectra seen, {} weighting", m->version,
+               m->rank, m->mean.size(), m->spectra_seen, m->Weighted() ? "Poisson" : "no");
   }
 }
 
@@ -93,7 +153,7 @@ void Pipeline::Submit(WorkItem item) {
     Nodes* nodes;
     mutable WorkItem item;
     void operator()() const {
-      nodes->denoise.try_put(std::move(item));
+      nodes->score.try_put(std::move(item));
       nodes->graph.release_wait();
     }
   };
@@ -105,373 +165,241 @@ void Pipeline::Drain() {
 }
 
 void Pipeline::RequestReset() {
-  monitor_.RequestModelReset();
-  arena_.execute([this] { nodes_->model_update.try_put(UpdateItem{UpdateItem::Op::kReset, nullptr, false}); });
+  LearnItem l;
+  l.work = session_.RequestReset();
+  arena_.execute([this, &l] { nodes_->learn.try_put(std::move(l)); });
 }
 
-bool Pipeline::RequestRecalibrate(std::optional<ScanRect> reference) {
-  if (!options_.monitor.novelty) return false;
-  monitor_.RequestRecalibrate(reference);
-  return true;
+void Pipeline::CloseResidualMap(const std::string& reason) {
+  EncodeItem e;
+  e.events = session_.CloseMaps(reason).events;
+  EncodeBody(e);
 }
 
-Pipeline::ProcessedPtr Pipeline::DenoiseItem(WorkItem item) const {
-  auto p = std::make_shared<Processed>();
-  p->item = std::move(item);
-  if (p->item.kind != WorkItem::Kind::kFrame) return p;
-  const SpectrumBatch& b = *p->item.batch;
-  const double t0 = NowSteady();
-  auto model = Model();
-  const bool usable = (learnt_since_reset_.load() >= options_.warmup_spectra || restored_.load()) &&
-                      model->spectra_seen > 0 && model->mean.size() == b.Channels();
-  static const PcaModel kNothingLearnt;  // Denoise passes the data through unchanged
-  auto result = std::make_shared<DenoiseResult>();
-  Denoise(usable ? *model : kNothingLearnt, b.counts, result.get());
-  if (monitor_.enabled() && options_.monitor.energy) {
-    // Column by column: each add is one vectorised pass over a spectrum (rowwise().sum() would stride).
-    Eigen::VectorXf sum = Eigen::VectorXf::Zero(b.Channels());
-    for (int i = 0; i < b.Spectra(); ++i) sum += b.counts.col(i);
-    p->frame_sum = std::make_shared<Eigen::VectorXd>(sum.cast<double>());
-  }
-  metrics_.Latency(Stage::kDenoise).Observe(NowSteady() - t0);
+// --- the bodies
 
-  auto env = std::make_shared<wire::Envelope>();
-  env->set_series_id(b.meta.series_id);
-  auto* d = env->mutable_denoised();
-  d->set_frame_number(b.meta.frame_number);
-  d->set_spectrum_count(static_cast<uint32_t>(b.Spectra()));
-  d->set_channel_count(static_cast<uint32_t>(b.Channels()));
-  d->mutable_positions()->Reserve(b.Spectra());
-  for (const auto& pos : b.positions) {
-    auto* w = d->add_positions();
-    w->set_x(pos.x);
-    w->set_y(pos.y);
-    w->set_scan_pass(pos.pass);
+Pipeline::ScoredPtr Pipeline::ScoreBody(WorkItem item) const {
+  auto s = std::make_shared<Scored>();
+  s->item = std::move(item);
+  if (s->item.kind != WorkItem::Kind::kFrame) return s;
+  StageTimer timer(metrics_, Stage::kScore, clock_);
+  try {
+    s->scores = session_.Score(*s->item.batch);
+    s->denoised = codec_.Denoised(*s->item.batch, s->scores);
+  } catch (const std::exception& e) {
+    s->error = e.what();  // the session stage rejects the frame: the sequencer needs every index
   }
-  d->mutable_residual_norm()->Add(result->residual_norm.data(),
-                                  result->residual_norm.data() + result->residual_norm.size());
-  *d->mutable_energy_axis() = ToWire(b.meta.energy_axis);
-  d->set_rank(usable ? static_cast<uint32_t>(model->rank) : 0);
-  d->set_model_version(usable ? model->version : 0);
-  const auto& scores = result->scores;
-  d->mutable_scores()->Add(scores.data(), scores.data() + scores.size());
-  if (usable) {
-    d->mutable_residual_chi2()->Add(result->residual_chi2.data(),
-                                    result->residual_chi2.data() + result->residual_chi2.size());
-  }
-  if (usable) {
-    d->mutable_hotelling_t2()->Add(result->hotelling_t2.data(),
-                                   result->hotelling_t2.data() + result->hotelling_t2.size());
-  }
-  if (usable && model->Weighted()) {
-    d->mutable_deviance_z()->Add(result->deviance_z.data(), result->deviance_z.data() + result->deviance_z.size());
-    d->mutable_spectrum_scale()->Reserve(b.Spectra());
-    for (float total : result->totals) d->add_spectrum_scale(std::sqrt(total));
-  }
-  d->set_spectra_omitted(usable && options_.denoised_payload == DenoisedPayload::kScores);
-  d->set_scan_pass(b.positions.empty() ? 0 : b.positions.front().pass);
-  d->set_acquisition_time_s(b.meta.acquisition_time_s);
-  p->model_used = usable;
-  p->weighted = usable && model->Weighted();
-  if (usable) p->model = model;
-  p->result = std::move(result);
-  p->envelope = std::move(env);
-  return p;
+  return s;
 }
 
-void Pipeline::InOrder(const ProcessedPtr& p) {
-  WorkItem& item = p->item;
-  switch (item.kind) {
-    case WorkItem::Kind::kSeriesStart:
-      log_->info("series '{}' started: {} channels, scan {}x{}, {} passes", item.series.id,
-                 item.series.channel_count, item.series.scan_shape.width, item.series.scan_shape.height,
-                 item.series.passes);
-      if (options_.reset_model_on_new_series) RequestReset();
-      PublishResidualMap(residual_maps_.Close("new_series"));
-      warned_no_scan_shape_ = false;
-      monitor_.StartSeries(item.series);
-      dose_.StartSeries(item.series);
-      item.token.reset();
-      return;
-    case WorkItem::Kind::kSeriesEnd:
-      PublishResidualMap(residual_maps_.Close("series_end"));
-      // Through the model stage, so the snapshot includes every frame of the series.
-      nodes_->model_update.try_put(UpdateItem{UpdateItem::Op::kSeriesEnd, p, false});
-      return;
-    case WorkItem::Kind::kFrame:
-      break;
-  }
-  if (item.opens_series) {
-    log_->warn("series '{}': frame {} arrived without a series start; working from frame headers alone",
-               item.series.id, item.batch->meta.frame_number);
-    if (options_.reset_model_on_new_series) RequestReset();
-    PublishResidualMap(residual_maps_.Close("new_series"));
-    warned_no_scan_shape_ = false;
-    monitor_.StartSeries(item.series);
-    dose_.StartSeries(item.series);
-  }
-  const SpectrumBatch& b = *item.batch;
-  // Novelty and drift first: they decide what the model may learn from this frame, and their events leave
-  // before the frame's own denoised message.
-  p->learn = monitor_.Observe(*p);
-  if (p->learn.shift_model_channels != 0.0 || p->learn.take_subspace_reference ||
-      p->learn.drop_subspace_reference) {
-    nodes_->model_update.try_put(UpdateItem{UpdateItem::Op::kMonitor, p, false});
-  }
-  // Offer the frame to the model. The update holds the token too, so the slot stays taken until it ran.
-  const bool offer =
-      !frozen_.load() && (options_.model_updates == ModelUpdates::kAll ||
-                          (pending_updates_.load() == 0 && NowSteady() >= next_offer_s_.load()));
-  if (offer) {
-    ++pending_updates_;
-    nodes_->model_update.try_put(UpdateItem{UpdateItem::Op::kLearn, p, true});
-  } else {
-    metrics_.model_spectra_skipped.Increment(static_cast<double>(b.Spectra()));
-  }
-  OutMessage m;
-  m.topic = "denoised";
-  m.envelope = p->envelope;
-  if (!p->envelope->denoised().spectra_omitted()) {
-    const auto& den = p->result->denoised;
-    m.payload = stream::Payload{p->result, den.data(), static_cast<size_t>(den.size()) * sizeof(float)};
-  }
-  m.spectra = static_cast<uint64_t>(b.Spectra());
-  m.receive_time_s = b.meta.receive_time_s;
-  m.token = item.token;
-  out_.Push(std::move(m));
-  dose_.Observe(b, p->learn.novel ? std::span<const uint8_t>(*p->learn.novel) : std::span<const uint8_t>());
-  MapResiduals(*p);  // after the frame's own message: a map only holds values already published
-}
-
-void Pipeline::MapResiduals(const Processed& p) {
-  const SpectrumBatch& b = *p.item.batch;
-  ResidualFrame f;
-  f.shape = b.meta.scan_shape;
-  f.frame_number = b.meta.frame_number;
-  f.positions = b.positions;
-  if (p.model_used) {
-    // Weighted (count) models: the standardised Poisson deviance, comparable across doses and channels.
-    // Unweighted: the residual norm in counts (not its square, residual_chi2, whose tail is heavier).
-    const Eigen::VectorXf& v = p.weighted ? p.result->deviance_z : p.result->residual_norm;
-    f.values = std::span<const float>(v.data(), static_cast<size_t>(v.size()));
-    f.statistic = p.weighted ? "deviance_z" : "residual_norm";
-    f.model_version = p.envelope->denoised().model_version();
-  }
-  if (p.learn.novel) f.novel = *p.learn.novel;
-  map_series_ = b.meta.series_id;
-  const uint64_t unmapped = residual_maps_.spectra_unmapped();
-  std::vector<PassMap> done = residual_maps_.Add(f);
-  if (residual_maps_.spectra_unmapped() > unmapped && !warned_no_scan_shape_) {
-    log_->warn("series '{}': scan shape {}x{} {}: no residual maps; per-spectrum residuals stay in the denoised "
-               "messages", b.meta.series_id, f.shape.width, f.shape.height,
-               f.shape.Positions() == 0 ? "unknown (no series start, no scan_shape in the frame headers)"
-                                        : "above 16M positions");
-    warned_no_scan_shape_ = true;
-  }
-  for (PassMap& m : done) PublishResidualMap(std::move(m));
-}
-
-void Pipeline::PublishResidualMap(std::optional<PassMap> map) {
-  if (!map) return;
-  auto env = std::make_shared<wire::Envelope>();
-  env->set_series_id(map_series_);
-  auto* r = env->mutable_residual_map();
-  r->set_width(map->shape.width);
-  r->set_height(map->shape.height);
-  r->set_scan_pass(map->pass);
-  r->set_statistic(map->statistic);
-  r->set_closed_by(map->closed_by);
-  r->set_positions_scored(map->positions_scored);
-  r->set_spectra(map->spectra);
-  r->set_spectra_unscored(map->spectra_unscored);
-  r->set_spectra_outside(map->spectra_outside);
-  const RobustSummary& s = map->summary;
-  r->set_median(s.median);
-  r->set_robust_sigma(s.robust_sigma);
-  r->set_outlier_threshold(s.outlier_threshold);
-  r->set_outliers(s.outliers);
-  r->set_max(s.max);
-  r->set_first_frame_number(map->first_frame);
-  r->set_last_frame_number(map->last_frame);
-  r->set_model_version(map->model_version);
-  r->set_novel_positions(map->novel_positions);
-  r->set_novelty_threshold(monitor_.Snapshot().novelty_threshold);
-  metrics_.residual_map_outliers.Set(static_cast<double>(s.outliers));
-  // The dose map of the same pass goes out with it (queued after it).
-  const uint32_t pass = map->pass;
-  const std::string closed_by = map->closed_by;
-  log_->debug("residual map, series '{}' pass {} ({}): {} of {} positions scored, median {:.3g}, robust sigma {:.3g}, "
-              "{} outliers", map_series_, map->pass, map->closed_by, map->positions_scored, map->values.size(),
-              s.median, s.robust_sigma, s.outliers);
-  auto values = std::make_shared<std::vector<float>>(std::move(map->values));
-  OutMessage m;
-  m.topic = "residual_map";
-  m.envelope = std::move(env);
-  m.payload = stream::Payload{values, values->data(), values->size() * sizeof(float)};
-  out_.Push(std::move(m));
-  dose_.PublishMap(pass, closed_by, map_series_);
-}
-
-void Pipeline::CloseResidualMap(const std::string& reason) { PublishResidualMap(residual_maps_.Close(reason)); }
-
-void Pipeline::ModelUpdate(const UpdateItem& u) {
-  if (u.counted_pending) --pending_updates_;
-  if (u.op == UpdateItem::Op::kSeriesEnd) {
-    if (learner_ && learner_->buffered() > 0 && !frozen_.load()) {
-      learner_->Flush();
-      InstallModel(learner_->Model(), u.processed->item.series_end.id);
-    }
-    OutMessage m;
-    m.kind = OutMessage::Kind::kSnapshotRequest;
-    m.reason = "series_end";
-    // This model and this series: by the time the publisher gets to it, the next series may have begun.
-    m.model = Model();
-    m.series_id = u.processed->item.series_end.id;
-    m.token = u.processed->item.token;
-    out_.Push(std::move(m));
+void Pipeline::SessionBody(const ScoredPtr& s, EncodeItem* encode, std::vector<LearnItem>* learn) {
+  StageTimer timer(metrics_, Stage::kSession, clock_);
+  WorkItem& item = s->item;
+  encode->from = Stage::kSession;
+  encode->token = item.token;
+  if (!s->error.empty()) {
+    RejectFrame(Stage::kScore, *item.batch, s->error);
     return;
   }
-  if (u.op == UpdateItem::Op::kMonitor) {
-    const LearnDecision& decision = u.processed->learn;
-    if (decision.drop_subspace_reference) monitor_.DropSubspaceReference();
-    if (decision.shift_model_channels != 0.0 && learner_ && learner_->Model()->spectra_seen > 0) {
-      learner_->ShiftChannels(decision.shift_model_channels);
-      InstallModel(learner_->Model(), u.processed->item.batch->meta.series_id);
-      log_->info("model shifted by {:.3f} channels to follow the energy axis", decision.shift_model_channels);
+  SessionStep step;
+  try {
+    switch (item.kind) {
+      case WorkItem::Kind::kSeriesStart:
+        step = session_.StartSeries(item.series);
+        break;
+      case WorkItem::Kind::kSeriesEnd:
+        step = session_.EndSeries(item.series_end);
+        break;
+      case WorkItem::Kind::kFrame:
+        step = session_.Consume(item.batch, s->scores, clock_.SteadyS());
+        encode->frame = s;
+        break;
     }
-    // After a correction an existing reference is re-expressed on the corrected axis (taken anew).
-    if (decision.take_subspace_reference) {
-      monitor_.TakeSubspaceReference(*Model());
-    } else if (decision.shift_model_channels != 0.0) {
-      monitor_.ModelReexpressed(*Model());
+  } catch (const std::exception& e) {
+    encode->frame.reset();
+    if (item.kind == WorkItem::Kind::kFrame) {
+      RejectFrame(Stage::kSession, *item.batch, e.what());
+    } else {
+      StageFailed(Stage::kSession, "series marker", e.what());
     }
     return;
   }
-  if (u.op == UpdateItem::Op::kReset) {
-    monitor_.ModelReset();
-    if (learner_) learner_->Reset();
-    SetModel(std::make_shared<const PcaModel>());
-    learnt_since_reset_.store(0);
-    restored_.store(false);
-    metrics_.model_rank.Set(0);
-    metrics_.model_version.Set(0);
-    log_->info("model reset");
-    return;
-  }
-  const SpectrumBatch& b = *u.processed->item.batch;
-  if (frozen_.load()) {
-    metrics_.model_spectra_skipped.Increment(static_cast<double>(b.Spectra()));
-    return;
-  }
-  const double t0 = NowSteady();
-  if (b.Channels() == unusable_channels_) {
-    metrics_.model_spectra_skipped.Increment(static_cast<double>(b.Spectra()));
-    return;
-  }
-  if (!learner_ || learner_->channels() != b.Channels()) {
-    if (learner_ && restored_.load()) {
-      log_->error("series '{}': {}-channel spectra, but the initial model has {} channels: it is dropped and "
-                  "learning starts afresh", b.meta.series_id, b.Channels(), learner_->channels());
-    } else if (learner_) {
-      log_->warn("channel count changed {} -> {}: model restarts", learner_->channels(), b.Channels());
+  encode->events = std::move(step.events);
+  if (step.novel_spectra > 0) metrics_.novelty_spectra.Increment(static_cast<double>(step.novel_spectra));
+  uint64_t skipped = step.model_spectra_skipped;
+  const double now = clock_.SteadyS();
+  for (ModelWork& w : step.model_work) {
+    LearnItem l;
+    if (w.kind == ModelWork::Kind::kFrame && w.learn) {
+      // Offer the frame to the model: always under "all"; under "when_idle" only when no update is pending and
+      // the update's CPU budget allows.
+      const bool offer = options_.model_updates == ModelUpdates::kAll ||
+                         (pending_updates_.load() == 0 && now >= next_offer_s_.load());
+      if (offer) {
+        ++pending_updates_;
+        l.counted_pending = true;
+      } else {
+        w.learn = false;
+        skipped += w.Spectra();
+      }
     }
-    learnt_since_reset_.store(0);
-    restored_.store(false);
-    learner_.reset();
-    if (const std::string problem = options_.pca.ChannelProblem(b.Channels()); !problem.empty()) {
-      log_->error("series '{}': no model for {}-channel spectra: {}; spectra pass through undenoised",
-                  b.meta.series_id, b.Channels(), problem);
-      metrics_.model_spectra_skipped.Increment(static_cast<double>(b.Spectra()));
-      unusable_channels_ = b.Channels();
-      return;
-    }
-    WeightingOptions weighting = options_.weighting_options;
-    weighting.enabled = options_.weighting == Weighting::kPoisson ||
-                        (options_.weighting == Weighting::kAuto && b.meta.integer_counts);
-    learner_ = std::make_unique<StreamingModel>(b.Channels(), options_.pca, weighting);
-    log_->info("model for {}-channel spectra: {} weighting, rank {}{}", b.Channels(),
-               weighting.enabled ? "Poisson" : "no", options_.pca.auto_rank ? "automatic up to " : "",
-               options_.pca.rank);
+    if (w.kind == ModelWork::Kind::kFrame && !w.learn && !w.HasMonitorOps()) continue;
+    // The update holds the token too, so the slot stays taken until it ran.
+    l.token = item.token;
+    l.work = std::move(w);
+    learn->push_back(std::move(l));
   }
-  const uint64_t refreshes_before = learner_->weight_refreshes();
-  Learn(b, u.processed->learn);
-  metrics_.model_weight_refreshes.Increment(static_cast<double>(learner_->weight_refreshes() - refreshes_before));
-  InstallModel(learner_->Model(), b.meta.series_id);
-  if (learner_->weight_refreshes() != refreshes_before) monitor_.ModelReexpressed(*Model());
-  const uint32_t learnt = static_cast<uint32_t>(b.Spectra()) - u.processed->learn.excluded;
-  metrics_.model_spectra.Increment(static_cast<double>(learnt));
-  metrics_.model_spectra_excluded.Increment(static_cast<double>(u.processed->learn.excluded));
-  monitor_.AfterModelUpdate(*Model(), learnt, b.meta.series_id, u.processed->learn);
-  const double t1 = NowSteady();
-  metrics_.Latency(Stage::kModelUpdate).Observe(t1 - t0);
-  // when_idle keeps the update within its CPU budget: after an update of t seconds, the next frame is
-  // offered t * (1/budget - 1) seconds later.
-  next_offer_s_.store(t1 + (t1 - t0) * (1.0 / options_.model_update_budget - 1.0));
-  learnt_since_reset_ += static_cast<uint64_t>(b.Spectra());  // last: status readers see a settled model
+  if (skipped > 0) metrics_.model_spectra_skipped.Increment(static_cast<double>(skipped));
+  UpdateGauges();
 }
 
-void Pipeline::Learn(const SpectrumBatch& b, const LearnDecision& decision) {
-  if (!decision.learn) {
-    learner_->Add(b.counts);
+void Pipeline::LearnBody(const LearnItem& l, const std::function<void(EncodeItem&&)>& emit) {
+  if (l.counted_pending) --pending_updates_;
+  StageTimer timer(metrics_, Stage::kLearn, clock_);
+  ModelStep step;
+  try {
+    step = session_.Learn(l.work);
+  } catch (const std::exception& e) {
+    StageFailed(Stage::kLearn,
+                l.work.batch ? "frame " + std::to_string(l.work.batch->meta.frame_number) + " of series '" +
+                                   l.work.series_id + "' (published; its spectra are not learnt)"
+                             : std::string("model work"),
+                e.what());
+    metrics_.model_spectra_skipped.Increment(static_cast<double>(l.work.Spectra()));
     return;
   }
-  // Novel spectra (and provisional outliers while calibrating) are never learnt: the model must not absorb
-  // the discovery it is there to reveal.
-  const std::vector<uint8_t>& mask = *decision.learn;
-  learn_columns_.resize(b.Channels(), b.Spectra() - static_cast<Eigen::Index>(decision.excluded));
-  Eigen::Index kept = 0;
-  for (int i = 0; i < b.Spectra(); ++i) {
-    if (mask[static_cast<size_t>(i)]) learn_columns_.col(kept++) = b.counts.col(i);
+  metrics_.model_weight_refreshes.Increment(static_cast<double>(step.weight_refreshes));
+  metrics_.model_spectra.Increment(static_cast<double>(step.spectra_learnt));
+  metrics_.model_spectra_excluded.Increment(static_cast<double>(step.spectra_excluded));
+  metrics_.model_spectra_skipped.Increment(static_cast<double>(step.spectra_skipped));
+  if (!step.learned) timer.SkipLatency();
+  if (!step.events.empty()) {
+    EncodeItem encode;
+    encode.from = Stage::kLearn;
+    encode.token = l.token;
+    encode.events = std::move(step.events);
+    emit(std::move(encode));
   }
-  if (kept > 0) learner_->Add(learn_columns_.leftCols(kept));
-}
-
-void Pipeline::InstallModel(std::shared_ptr<const PcaModel> model, const std::string& series_id) {
-  const auto previous = Model();
-  if (model == previous) return;  // Add() that only buffered: same version
-  if (options_.denoised_payload == DenoisedPayload::kScores) {
-    // Queued before the model can be used: every "denoised" message using it is queued (and so published)
-    // after its snapshot, so a subscriber always holds the eigenspectra its scores refer to.
-    OutMessage m;
-    m.kind = OutMessage::Kind::kSnapshotRequest;
-    m.reason = "model_update";
-    m.model = model;
-    out_.Push(std::move(m));
-  }
-  // Queued before the model is installed, so before any denoised message that uses the new rank.
-  if (previous->spectra_seen > 0 && model->spectra_seen > 0 && previous->rank != model->rank &&
-      previous->mean.size() == model->mean.size() && model->version > previous->version) {
-    PublishRankChange(*previous, *model, series_id);
-  }
+  session_.Install(step);
+  const auto model = session_.Model();
   metrics_.model_rank.Set(model->rank);
   metrics_.model_version.Set(static_cast<double>(model->version));
-  SetModel(std::move(model));
+  if (step.learned) {
+    // when_idle keeps the update within its CPU budget: after an update of t seconds, the next frame is offered
+    // t * (1/budget - 1) seconds later.
+    const double t1 = clock_.SteadyS();
+    next_offer_s_.store(t1 + (t1 - timer.start_s()) * (1.0 / options_.model_update_budget - 1.0));
+  }
+  UpdateGauges();
 }
 
-void Pipeline::PublishRankChange(const PcaModel& before, const PcaModel& after, const std::string& series_id) {
-  auto env = std::make_shared<wire::Envelope>();
-  env->set_series_id(series_id);
-  auto* c = env->mutable_rank_change();
-  c->set_old_rank(static_cast<uint32_t>(before.rank));
-  c->set_new_rank(static_cast<uint32_t>(after.rank));
-  c->set_model_version(after.version);
-  c->set_spectra_seen(after.spectra_seen);
-  c->set_rank_threshold(after.rank_threshold);
-  c->set_noise_sigma(after.noise_sigma);
-  c->set_auto_rank(options_.pca.auto_rank);
-  c->set_rank_hysteresis(options_.pca.rank_hysteresis);
-  const int tracked = static_cast<int>(after.singular_values.size());
-  const int first = std::max(0, std::min(before.rank, after.rank) - 2);
-  const int end = std::min(tracked, std::max(before.rank, after.rank) + 2);
-  c->set_first_index(static_cast<uint32_t>(first));
-  for (int i = first; i < end; ++i) c->add_singular_values(after.singular_values[i]);
-  metrics_.model_rank_changes.Increment();
-  log_->info("model rank {} -> {} at version {} (threshold {:.4g}, noise sigma {:.4g})", before.rank, after.rank,
-             after.version, after.rank_threshold, after.noise_sigma);
-  OutMessage m;
-  m.topic = "model";
-  m.envelope = std::move(env);
-  out_.Push(std::move(m));
+void Pipeline::EncodeBody(const EncodeItem& item) {
+  StageTimer timer(metrics_, Stage::kEncode, clock_);
+  for (const SeriesEvent& se : item.events) {
+    try {
+      if (const auto* n = std::get_if<Notice>(&se.event)) {
+        log_->log(LogLevel(n->level), n->text);
+        continue;
+      }
+      if (std::holds_alternative<DenoisedFrameEvent>(se.event)) {
+        const Scored& f = *item.frame;
+        const SpectrumBatch& b = *f.item.batch;
+        OutMessage m;
+        m.topic = f.denoised.topic;
+        m.envelope = f.denoised.envelope;
+        m.payload = f.denoised.payload;
+        m.spectra = static_cast<uint64_t>(b.Spectra());
+        m.receive_time_s = b.meta.receive_time_s;
+        m.token = item.token;
+        out_.Push(std::move(m));
+        continue;
+      }
+      if (const auto* v = std::get_if<ModelVersionEvent>(&se.event)) {
+        // denoised_payload "scores": clients rebuild spectra from the snapshot of the version a message names.
+        if (options_.denoised_payload == DenoisedPayload::kScores) {
+          OutMessage m;
+          m.kind = OutMessage::Kind::kSnapshotRequest;
+          m.reason = "model_update";
+          m.model = v->model;
+          out_.Push(std::move(m));
+        }
+        continue;
+      }
+      if (const auto* due = std::get_if<SnapshotDueEvent>(&se.event)) {
+        OutMessage m;
+        m.kind = OutMessage::Kind::kSnapshotRequest;
+        m.reason = due->reason;
+        m.model = due->model;
+        m.series_id = se.series_id;
+        m.token = item.token;
+        out_.Push(std::move(m));
+        continue;
+      }
+      std::optional<stream::EncodedMessage> encoded = codec_.Encode(se);
+      if (!encoded) continue;
+      // What the events say, counted.
+      std::visit(
+          [&](const auto& e) {
+            using T = std::decay_t<decltype(e)>;
+            if constexpr (std::is_same_v<T, NoveltyEvent>) {
+              metrics_.novelty_events.Increment();
+            } else if constexpr (std::is_same_v<T, DriftEvent>) {
+              metrics_.DriftEvents(e.report.kind).Increment();
+            } else if constexpr (std::is_same_v<T, DoseAlarmEvent>) {
+              metrics_.DoseAlarms(ToString(e.alarm.level), e.alarm.run ? "run" : "position")
+                  .Increment(e.alarm.run ? 1.0 : static_cast<double>(e.alarm.positions.size()));
+            } else if constexpr (std::is_same_v<T, DamageEvent>) {
+              if (e.report.warning) metrics_.damage_warnings.Increment();
+            } else if constexpr (std::is_same_v<T, RankChangeEvent>) {
+              metrics_.model_rank_changes.Increment();
+            } else if constexpr (std::is_same_v<T, ResidualMapEvent>) {
+              metrics_.residual_map_outliers.Set(static_cast<double>(e.map.summary.outliers));
+            }
+          },
+          se.event);
+      OutMessage m;
+      m.topic = std::move(encoded->topic);
+      m.envelope = std::move(encoded->envelope);
+      m.payload = std::move(encoded->payload);
+      m.token = item.token;
+      out_.Push(std::move(m));
+    } catch (const std::exception& e) {
+      if (std::holds_alternative<DenoisedFrameEvent>(se.event) && item.frame) {
+        RejectFrame(Stage::kEncode, *item.frame->item.batch, e.what());
+      } else {
+        StageFailed(Stage::kEncode, "a message of series '" + se.series_id + "'", e.what());
+      }
+    }
+  }
+}
+
+void Pipeline::RejectFrame(Stage stage, const SpectrumBatch& b, const std::string& what) {
+  metrics_.StageErrors(stage).Increment();
+  metrics_.FramesRejected(stream::RejectReason::kStageError).Increment();
+  metrics_.SpectraRejected(stream::RejectReason::kStageError).Increment(static_cast<double>(b.Spectra()));
+  log_->error("stage '{}' failed on frame {} of series '{}' ({} spectra): {}; the frame is rejected (stage_error)",
+              StageLabel(stage), b.meta.frame_number, b.meta.series_id, b.Spectra(), what);
+}
+
+void Pipeline::StageFailed(Stage stage, const std::string& where, const std::string& what) {
+  metrics_.StageErrors(stage).Increment();
+  log_->error("stage '{}' failed on {}: {}", StageLabel(stage), where, what);
+}
+
+void Pipeline::UpdateGauges() {
+  const SessionStatus s = session_.Status();
+  metrics_.novelty_state.Set(NoveltyStateValue(s.novelty_state));
+  metrics_.novelty_threshold.Set(s.novelty_threshold);
+  metrics_.energy_shift_channels.Set(s.energy_shift_channels);
+  metrics_.energy_shift_axis.Set(s.energy_shift_axis_units);
+  metrics_.subspace_angle.Set(s.subspace_angle_deg);
+  metrics_.dose_run.Set(s.run_dose_e_per_A2);
+  metrics_.dose_max_position.Set(s.max_position_dose_e_per_A2);
+  metrics_.dose_rate.Set(s.dose_rate_e_per_A2_per_s);
+  metrics_.dose_positions_over_warning.Set(static_cast<double>(s.positions_over_warning));
+  metrics_.dose_positions_over_limit.Set(static_cast<double>(s.positions_over_limit));
+  metrics_.damage_critical_dose.Set(s.damage_critical_dose_e_per_A2);
+  metrics_.damage_affected_positions.Set(static_cast<double>(s.damage_affected_positions));
 }
 
 }  // namespace specwatch::server

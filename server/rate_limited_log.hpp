@@ -4,6 +4,8 @@
 ///
 /// Concurrency: one thread per instance.
 
+#include "server/clock.hpp"
+
 #include <spdlog/logger.h>
 
 #include <chrono>
@@ -15,12 +17,12 @@ namespace specwatch::server {
 
 class RateLimitedLog {
  public:
-  RateLimitedLog(std::shared_ptr<spdlog::logger> log, double lines_per_s)
-      : log_(std::move(log)), interval_s_(1.0 / lines_per_s) {}
+  RateLimitedLog(std::shared_ptr<spdlog::logger> log, double lines_per_s, const Clock& clock)
+      : log_(std::move(log)), interval_s_(1.0 / lines_per_s), clock_(clock) {}
 
   /// Logs `message` at `level` unless `key` logged less than 1/lines_per_s ago (then counts it).
   void Log(spdlog::level::level_enum level, const std::string& key, const std::string& message) {
-    const double now = std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+    const double now = clock_.SteadyS();
     Slot& s = slots_[key];
     if (s.last_s > 0 && now - s.last_s < interval_s_) {
       ++s.suppressed;
@@ -42,6 +44,7 @@ class RateLimitedLog {
   };
   std::shared_ptr<spdlog::logger> log_;
   double interval_s_;
+  const Clock& clock_;
   std::map<std::string, Slot> slots_;
 };
 

@@ -3,12 +3,12 @@
 #include "operators/core/config_error.hpp"
 
 #include "control.pb.h"
-#include "server/clock.hpp"
 #include "server/rate_limited_log.hpp"
 #include "stream/endpoint.hpp"
 
 #include <zmq_addon.hpp>
 
+#include <algorithm>
 #include <thread>
 #include <vector>
 
@@ -24,16 +24,17 @@ zmq::socket_type FramesSocketType(const std::string& s) {
 }  // namespace
 
 Service::Service(const ServiceOptions& options, ServiceMetrics& metrics, std::shared_ptr<spdlog::logger> log,
-                 const InitialModel& initial)
+                 const Clock& clock, const InitialModel& initial)
     : options_(options),
       metrics_(metrics),
       log_(log),
+      clock_(clock),
       context_(1),
       frames_(context_, FramesSocketType(options.frames_socket)),
       publish_(context_, zmq::socket_type::pub),
       control_(context_, zmq::socket_type::rep),
-      pipeline_(options, metrics, out_, log, initial.model),
-      start_s_(NowSteady()) {
+      pipeline_(options, metrics, out_, log, clock, initial.model),
+      start_s_(clock.SteadyS()) {
   if (initial.model) {
     energy_axis_ = initial.energy_axis;  // snapshots before the first series describe the file's model
     log_->info("initial model from {} (series '{}')", initial.path, initial.series_id);
@@ -78,7 +79,7 @@ void Service::Run() {
 
 void Service::ReceiveLoop() {
   stream::FrameDecoder decoder(stream::FrameDecoderOptions{options_.max_message_bytes});
-  RateLimitedLog problems(log_, options_.log_rate_limit_per_s);
+  RateLimitedLog problems(log_, options_.log_rate_limit_per_s, clock_);
   std::vector<zmq::message_t> parts;
   uint64_t accepted = 0;
   zmq::pollitem_t item{frames_.handle(), 0, ZMQ_POLLIN, 0};
@@ -86,9 +87,11 @@ void Service::ReceiveLoop() {
     if (zmq::poll(&item, 1, kPollInterval) <= 0) continue;
     parts.clear();
     if (!zmq::recv_multipart(frames_, std::back_inserter(parts), zmq::recv_flags::dontwait)) continue;
-    const double t0 = NowSteady();
+    const double t0 = clock_.SteadyS();
+    const double cpu0 = ThreadCpuS();
     stream::DecodeOutcome outcome = decoder.Decode(parts, accepted, t0);
-    metrics_.Latency(Stage::kDecode).Observe(NowSteady() - t0);
+    metrics_.Latency(Stage::kDecode).Observe(clock_.SteadyS() - t0);
+    metrics_.StageCpu(Stage::kDecode).Increment(std::max(0.0, ThreadCpuS() - cpu0));
     using Kind = stream::DecodeOutcome::Kind;
     WorkItem work;
     switch (outcome.kind) {
@@ -128,7 +131,7 @@ void Service::ReceiveLoop() {
       case Kind::kFrame: {
         ++accepted;
         const auto& meta = outcome.batch->meta;
-        if (meta.acquisition_time_s > 0) metrics_.input_lag.Observe(NowUnix() - meta.acquisition_time_s);
+        if (meta.acquisition_time_s > 0) metrics_.input_lag.Observe(clock_.UnixS() - meta.acquisition_time_s);
         metrics_.frames_received.Increment();
         metrics_.spectra_received.Increment(static_cast<double>(outcome.batch->Spectra()));
         if (outcome.missing_frames > 0) {
@@ -145,10 +148,9 @@ void Service::ReceiveLoop() {
           series_announced_ = false;
           energy_axis_ = meta.energy_axis;
         }
+        // A frame that opened a series (its start missed): the session starts one from the header.
         work.kind = WorkItem::Kind::kFrame;
         work.batch = std::move(outcome.batch);
-        work.opens_series = outcome.implicit_series_start;
-        work.series = outcome.series;
         break;
       }
     }
@@ -158,17 +160,19 @@ void Service::ReceiveLoop() {
 
 void Service::PublishLoop() {
   stream::ResultPublisher publisher(publish_, epoch_);
-  double next_snapshot = NowSteady() + options_.snapshot_period_s;
-  double next_status = NowSteady() + options_.status_period_s;
+  double next_snapshot = clock_.SteadyS() + options_.snapshot_period_s;
+  double next_status = clock_.SteadyS() + options_.status_period_s;
   OutMessage m;
   while (true) {
     const bool got = out_.PopFor(&m, std::chrono::milliseconds(20));
     if (got) {
       switch (m.kind) {
         case OutMessage::Kind::kEnvelope: {
-          const double t0 = NowSteady();
+          const double t0 = clock_.SteadyS();
+          const double cpu0 = ThreadCpuS();
           publisher.Publish(m.topic, *m.envelope, m.payload);
-          const double t1 = NowSteady();
+          const double t1 = clock_.SteadyS();
+          metrics_.StageCpu(Stage::kPublish).Increment(std::max(0.0, ThreadCpuS() - cpu0));
           // Counters last, so whoever sees a spectrum counted as published also sees its latencies.
           metrics_.Latency(Stage::kPublish).Observe(t1 - t0);
           if (m.receive_time_s > 0) metrics_.Latency(Stage::kEndToEnd).Observe(t1 - m.receive_time_s);
@@ -187,7 +191,7 @@ void Service::PublishLoop() {
     } else if (publisher_done_.load() && out_.Size() == 0) {
       break;
     }
-    const double now = NowSteady();
+    const double now = clock_.SteadyS();
     if (options_.snapshot_period_s > 0 && now >= next_snapshot) {
       if (pipeline_.Model()->spectra_seen > 0) PublishSnapshot(publisher, "periodic");
       next_snapshot = now + options_.snapshot_period_s;
@@ -222,7 +226,7 @@ std::string Service::SaveModel(const std::string& path) const {
   wire::Envelope env;
   auto data = BuildSnapshot(*model, "save", &env);
   env.set_publisher_epoch(epoch_);
-  env.set_publish_time_s(NowUnix());  // sequence 0: written to a file, not published
+  env.set_publish_time_s(clock_.UnixS());  // sequence 0: written to a file, not published
   WriteSnapshotFile(path, env, *data);
   return "model version " + std::to_string(model->version) + " (rank " + std::to_string(model->rank) + ", " +
          std::to_string(model->mean.size()) + " channels) saved to " + path;
@@ -237,49 +241,32 @@ void Service::PublishStatus(stream::ResultPublisher& publisher) {
 }
 
 wire::Status Service::BuildStatus() const {
-  wire::Status s;
-  s.set_state(stopping_.load() ? "stopping" : pipeline_.frozen() ? "frozen" : "running");
+  stream::StatusFacts f;
+  f.state = stopping_.load() ? "stopping" : pipeline_.frozen() ? "frozen" : "running";
   {
     std::lock_guard lock(series_mutex_);
-    s.set_series_id(series_id_);
-    s.set_series_started(series_announced_);
+    f.series_id = series_id_;
+    f.series_started = series_announced_;
   }
-  s.set_frames_received(static_cast<uint64_t>(metrics_.frames_received.Value()));
-  s.set_spectra_received(static_cast<uint64_t>(metrics_.spectra_received.Value()));
-  s.set_spectra_published(static_cast<uint64_t>(metrics_.spectra_published.Value()));
-  uint64_t frames_rejected = 0, spectra_rejected = 0;
+  f.frames_received = static_cast<uint64_t>(metrics_.frames_received.Value());
+  f.spectra_received = static_cast<uint64_t>(metrics_.spectra_received.Value());
+  f.spectra_published = static_cast<uint64_t>(metrics_.spectra_published.Value());
   for (auto r : stream::kAllRejectReasons) {
-    frames_rejected += static_cast<uint64_t>(metrics_.FramesRejected(r).Value());
-    spectra_rejected += static_cast<uint64_t>(metrics_.SpectraRejected(r).Value());
+    f.frames_rejected += static_cast<uint64_t>(metrics_.FramesRejected(r).Value());
+    f.spectra_rejected += static_cast<uint64_t>(metrics_.SpectraRejected(r).Value());
   }
-  s.set_frames_rejected(frames_rejected);
-  s.set_spectra_rejected(spectra_rejected);
-  s.set_sequence_gaps(static_cast<uint64_t>(metrics_.frames_dropped.Value()));
-  auto model = pipeline_.Model();
-  s.set_rank(static_cast<uint32_t>(model->rank));
-  s.set_model_version(model->version);
-  s.set_uptime_s(NowSteady() - start_s_);
-  for (const char* topic : kTopics) {
-    auto* t = s.add_published();
-    t->set_topic(topic);
-    t->set_published(static_cast<uint64_t>(metrics_.Published(topic).Value()));
-  }
-  s.set_frames_in_flight(pipeline_.InFlight());
-  s.set_spectra_in_model(pipeline_.SpectraLearnt());
-  s.set_publisher_epoch(epoch_);
-  s.set_model_spectra_skipped(static_cast<uint64_t>(metrics_.model_spectra_skipped.Value()));
-  const MonitorSnapshot monitor = pipeline_.MonitorState();
-  s.set_novelty_state(monitor.novelty_state);
-  s.set_novelty_threshold(monitor.novelty_threshold);
-  s.set_novel_spectra(monitor.novel_spectra);
-  s.set_energy_shift_channels(monitor.energy_shift_channels);
-  s.set_subspace_angle_deg(monitor.subspace_angle_deg);
-  const DoseSnapshot dose = pipeline_.DoseState();
-  s.set_dose_run_e_per_a2(dose.run_dose_e_per_A2);
-  s.set_dose_max_position_e_per_a2(dose.max_position_dose_e_per_A2);
-  s.set_dose_position_budget_e_per_a2(dose.budget.position_e_per_A2);
-  s.set_dose_run_budget_e_per_a2(dose.budget.run_e_per_A2);
-  return s;
+  f.sequence_gaps = static_cast<uint64_t>(metrics_.frames_dropped.Value());
+  const auto model = pipeline_.Model();
+  f.rank = static_cast<uint32_t>(model->rank);
+  f.model_version = model->version;
+  f.uptime_s = clock_.SteadyS() - start_s_;
+  for (const char* topic : kTopics) f.published.emplace_back(topic, static_cast<uint64_t>(metrics_.Published(topic).Value()));
+  f.frames_in_flight = pipeline_.InFlight();
+  f.spectra_in_model = pipeline_.SpectraLearnt();
+  f.publisher_epoch = epoch_;
+  f.model_spectra_skipped = static_cast<uint64_t>(metrics_.model_spectra_skipped.Value());
+  f.session = pipeline_.SessionState();
+  return stream::EncodeStatus(f);
 }
 
 void Service::ControlLoop() {
@@ -365,9 +352,10 @@ void Service::ControlLoop() {
             reply.set_message("advice: none yet (it needs a scan shape and a first frame)");
             break;
           }
-          *reply.mutable_advice() = *advice;
-          reply.set_message(fmt::format("advice version {}: {} revisit, {} skip, {} continue tiles", advice->version(),
-                                        advice->revisit_tiles(), advice->skip_tiles(), advice->continue_tiles()));
+          *reply.mutable_advice() = stream::ResultCodec::Advice(*advice);
+          reply.set_message(fmt::format("advice version {}: {} revisit, {} skip, {} continue tiles", advice->version,
+                                        advice->map.Count(TileAdvice::kRevisit), advice->map.Count(TileAdvice::kSkip),
+                                        advice->map.Count(TileAdvice::kContinue)));
           break;
         }
         case wire::COMMAND_SET_DOSE_BUDGET: {

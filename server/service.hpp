@@ -11,6 +11,7 @@
 /// shutdown command arrives; it then stops taking frames, finishes those in flight, publishes them and a
 /// final snapshot, and returns.
 
+#include "server/clock.hpp"
 #include "server/model_snapshot.hpp"
 #include "server/output_queue.hpp"
 #include "server/pipeline.hpp"
@@ -32,7 +33,7 @@ class Service {
  public:
   /// `initial`: the model to start from (LoadInitialModel), or none (initial.model null).
   Service(const ServiceOptions& options, ServiceMetrics& metrics, std::shared_ptr<spdlog::logger> log,
-          const InitialModel& initial = {});
+          const Clock& clock, const InitialModel& initial = {});
   ~Service();
 
   void Run();
@@ -59,6 +60,7 @@ class Service {
   const ServiceOptions& options_;
   ServiceMetrics& metrics_;
   std::shared_ptr<spdlog::logger> log_;
+  const Clock& clock_;
   zmq::context_t context_;
   zmq::socket_t frames_;
   zmq::socket_t publish_;

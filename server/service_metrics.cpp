@@ -109,8 +109,18 @@ ServiceMetrics::ServiceMetrics(prometheus::Registry& r)
                       .Register(r);
   const prometheus::Histogram::BucketBoundaries buckets = {1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3,
                                                            2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 1.0};
+  auto& errors = prometheus::BuildCounter()
+                     .Name("specwatch_stage_errors_total")
+                     .Help("Exceptions caught at a stage of the flow graph (the frame is rejected: stage_error)")
+                     .Register(r);
+  auto& cpu = prometheus::BuildCounter()
+                  .Name("specwatch_stage_cpu_seconds_total")
+                  .Help("CPU seconds spent in a stage (thread CPU time of its bodies)")
+                  .Register(r);
   for (size_t i = 0; i < kStageLabels.size(); ++i) {
     latency_[i] = &latency.Add({{"stage", kStageLabels[i]}}, buckets);
+    stage_errors_[i] = &errors.Add({{"stage", kStageLabels[i]}});
+    stage_cpu_[i] = &cpu.Add({{"stage", kStageLabels[i]}});
   }
 }
 

@@ -17,10 +17,12 @@
 
 namespace specwatch::server {
 
-/// Stages whose latency is measured (label `stage` of specwatch_stage_latency_seconds).
-enum class Stage { kDecode, kDenoise, kModelUpdate, kPublish, kEndToEnd };
-inline constexpr std::array<const char*, 5> kStageLabels = {"decode", "denoise", "model_update", "publish",
-                                                            "end_to_end"};
+/// The stages a frame passes (label `stage` of specwatch_stage_latency_seconds, specwatch_stage_errors_total and
+/// specwatch_stage_cpu_seconds_total; docs/architecture.md walks them). end_to_end is a latency only: receipt to
+/// publish.
+enum class Stage { kDecode, kScore, kSession, kLearn, kEncode, kPublish, kEndToEnd };
+inline constexpr std::array<const char*, 7> kStageLabels = {"decode", "score",   "session",   "learn",
+                                                            "encode", "publish", "end_to_end"};
 
 class ServiceMetrics {
  public:
@@ -62,6 +64,10 @@ class ServiceMetrics {
   prometheus::Counter& SpectraRejected(stream::RejectReason r) { return *spectra_rejected_.at(r); }
   prometheus::Counter& Published(const std::string& topic);
   prometheus::Histogram& Latency(Stage s) { return *latency_[static_cast<size_t>(s)]; }
+  /// Exceptions that escaped a stage's body (caught at the node; the frame is rejected as stage_error).
+  prometheus::Counter& StageErrors(Stage s) { return *stage_errors_[static_cast<size_t>(s)]; }
+  /// CPU seconds the stage's threads spent in its bodies (thread CPU time), so cost per spectrum is visible.
+  prometheus::Counter& StageCpu(Stage s) { return *stage_cpu_[static_cast<size_t>(s)]; }
   /// Drift events by kind ("energy", "subspace", "statistics", "new_phase"); other kinds are added on first use
   /// (from the in_order or the model_update node: guarded).
   prometheus::Counter& DriftEvents(const std::string& kind);
@@ -74,6 +80,8 @@ class ServiceMetrics {
   std::map<stream::RejectReason, prometheus::Counter*> spectra_rejected_;
   std::map<std::string, prometheus::Counter*> published_;  // filled at construction for known topics
   std::array<prometheus::Histogram*, kStageLabels.size()> latency_{};
+  std::array<prometheus::Counter*, kStageLabels.size()> stage_errors_{};
+  std::array<prometheus::Counter*, kStageLabels.size()> stage_cpu_{};
   prometheus::Family<prometheus::Counter>& drift_family_;
   std::mutex drift_mutex_;
   std::map<std::string, prometheus::Counter*> drift_events_;

@@ -76,16 +76,7 @@ void ServiceOptions::Validate() const {
   RequireOption(receive_buffer_frames >= 1, "receive_buffer_frames", ">= 1", receive_buffer_frames);
   RequireOption(std::isfinite(model_update_budget) && model_update_budget > 0 && model_update_budget <= 1,
                 "model_update_budget", "in (0, 1]", model_update_budget);
-  // Channel-dependent limits (rank + oversample <= channels) are a property of the data: the session asks
-  // SubspaceOptions::ChannelProblem when a series' first frame arrives.
-  ValidateMember("pca", [&] { pca.Validate(); });
-  ValidateMember("weighting_options", [&] { weighting_options.Validate(); });
-  ValidateMember("monitor", [&] { monitor.Validate(); });
-  ValidateMember("subspace_drift", [&] { subspace_drift.Validate(); });
-  RequireOption(subspace_check_spectra >= 1, "subspace_check_spectra", ">= 1", subspace_check_spectra);
-  ValidateMember("dose_budget", [&] { dose_budget.Validate(); });
-  ValidateMember("advice", [&] { advice.Validate(); });
-  ValidateMember("damage", [&] { damage.Validate(); });
+  SessionOptions::Validate();
 }
 
 ServiceOptions LoadConfigFile(const std::string& path, ServiceOptions o) {

@@ -3,13 +3,7 @@
 /// from the config file (protobuf text format, proto/config.proto) and the command line, validated, then
 /// read-only.
 
-#include "operators/dose/acquisition_advisor.hpp"
-#include "operators/dose/damage_tracker.hpp"
-#include "operators/dose/dose_ledger.hpp"
-#include "operators/model/incremental_svd.hpp"
-#include "operators/monitor/operando_monitor.hpp"
-#include "operators/core/poisson_weighting.hpp"
-#include "operators/monitor/subspace_drift.hpp"
+#include "operators/session/session.hpp"
 
 #include <cstdint>
 #include <string>
@@ -18,12 +12,12 @@
 namespace specwatch::server {
 
 enum class ModelUpdates { kAll, kWhenIdle };
-/// Poisson weighting of the model (operators/core/poisson_weighting.hpp). kAuto: for integer payloads only.
-enum class Weighting { kAuto, kPoisson, kNone };
 /// What a "denoised" message carries besides scores and residuals (proto/README.md, "Scores instead of spectra").
 enum class DenoisedPayload { kSpectra, kScores };
 
-struct ServiceOptions {
+/// The session's options (the science: operators/session/session.hpp) and the service's own: sockets, threads,
+/// logging, periods, the model update's scheduling.
+struct ServiceOptions : SessionOptions {
   std::string frames_endpoint = ">tcp://127.0.0.1:5555";  ///< "@" bind, ">" connect (default connect)
   std::string frames_socket = "sub";                      ///< "sub" or "pull"
   std::string publish_endpoint = "@tcp://127.0.0.1:5556";  ///< default bind
@@ -40,26 +34,7 @@ struct ServiceOptions {
   ModelUpdates model_updates = ModelUpdates::kWhenIdle;
   double model_update_budget = 0.25;   ///< when_idle: fraction of one core the model update may use
   DenoisedPayload denoised_payload = DenoisedPayload::kSpectra;
-  /// The service ranks its models automatically (Gavish–Donoho within [rank_min, rank]) unless told otherwise:
-  /// spare components of a fixed rank fit noise and absorb any rare spectrum that slips into the model.
-  SubspaceOptions pca = [] {
-    SubspaceOptions o;
-    o.auto_rank = true;
-    return o;
-  }();
-  Weighting weighting = Weighting::kAuto;
-  WeightingOptions weighting_options;  ///< .enabled is decided per model from `weighting` and the payload
-  bool reset_model_on_new_series = false;
-  uint32_t warmup_spectra = 256;       ///< spectra learnt before denoised output uses the model
   std::string initial_model;           ///< snapshot file the model starts from (server/model_snapshot.hpp); "": none
-  MonitorOptions monitor;              ///< novelty, energy drift, CUSUM (config sections novelty, drift)
-  bool subspace_drift_enabled = true;  ///< drift.subspace
-  SubspaceDriftOptions subspace_drift;
-  uint32_t subspace_check_spectra = 1024;  ///< spectra learnt between two subspace checks
-  DoseBudget dose_budget;              ///< config section dose, --dose-budget; per series via the control socket
-  AdviceOptions advice;                ///< config section advice
-  DamageOptions damage;                ///< config section damage
-
   /// Throws ConfigError naming the first bad field by its path in these options ("monitor.guard.sigma"); the
   /// config edge (server/config_keys.hpp, ValidateNamingKeys) names it by its key ("novelty.guard_sigma").
   void Validate() const;

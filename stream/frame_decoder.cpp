@@ -19,6 +19,7 @@ const char* ReasonLabel(RejectReason reason) {
     case RejectReason::kOutOfOrder: return "out_of_order";
     case RejectReason::kTooLarge: return "too_large";
     case RejectReason::kBadPositions: return "bad_positions";
+    case RejectReason::kStageError: return "stage_error";
   }
   return "unknown";
 }

@@ -29,12 +29,13 @@ enum class RejectReason {
   kOutOfOrder,       ///< frame number lower than one already seen in this series
   kTooLarge,         ///< message larger than the configured limit
   kBadPositions,     ///< explicit positions given but not one per spectrum
+  kStageError,       ///< accepted, then a stage of the flow graph failed on it (specwatch_stage_errors_total)
 };
 inline constexpr RejectReason kAllRejectReasons[] = {
     RejectReason::kPartCount,   RejectReason::kHeaderParse,    RejectReason::kChannelMismatch,
     RejectReason::kPayloadSize, RejectReason::kPayloadType,    RejectReason::kBadValue,
     RejectReason::kDuplicateFrame, RejectReason::kOutOfOrder,  RejectReason::kTooLarge,
-    RejectReason::kBadPositions};
+    RejectReason::kBadPositions, RejectReason::kStageError};
 
 /// Stable label used in metrics and logs ("part_count", "header_parse", ...).
 const char* ReasonLabel(RejectReason reason);
@@ -48,24 +49,8 @@ struct Rejection {
 };
 
 /// Series parameters from a SeriesStart message, or inferred from a frame header.
-struct SeriesInfo {
-  std::string id;
-  Modality modality = Modality::kOther;
-  uint32_t channel_count = 0;
-  EnergyAxis energy_axis;
-  ScanShape scan_shape;
-  double dwell_s = 0.0;
-  double beam_current_pA = 0.0;
-  double pixel_area_A2 = 0.0;
-  uint32_t passes = 0;
-  bool announced = false;    ///< false: inferred from a frame header (start message missed)
-};
-
-struct SeriesEndInfo {
-  std::string id;
-  uint64_t frames_sent = 0;
-  uint64_t spectra_sent = 0;
-};
+using SeriesInfo = specwatch::SeriesInfo;        // operators/core/spectrum_batch.hpp
+using SeriesEndInfo = specwatch::SeriesEndInfo;
 
 struct DecodeOutcome {
   enum class Kind { kFrame, kSeriesStart, kSeriesEnd, kRejected };

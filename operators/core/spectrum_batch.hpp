@@ -63,4 +63,25 @@ struct SpectrumBatch {
 
 using BatchPtr = std::shared_ptr<const SpectrumBatch>;
 
+/// A series' parameters: from its start message, or inferred from a frame header.
+struct SeriesInfo {
+  std::string id;
+  Modality modality = Modality::kOther;
+  uint32_t channel_count = 0;
+  EnergyAxis energy_axis;
+  ScanShape scan_shape;
+  double dwell_s = 0.0;
+  double beam_current_pA = 0.0;
+  double pixel_area_A2 = 0.0;
+  uint32_t passes = 0;
+  bool announced = false;    ///< false: inferred from a frame header (start message missed)
+};
+
+/// A series' end message.
+struct SeriesEndInfo {
+  std::string id;
+  uint64_t frames_sent = 0;
+  uint64_t spectra_sent = 0;
+};
+
 }  // namespace specwatch

@@ -24,6 +24,8 @@ EXPECTED = {
     "specwatch_model_rank": "gauge",
     "specwatch_model_version": "gauge",
     "specwatch_stage_latency_seconds": "histogram",
+    "specwatch_stage_errors_total": "counter",
+    "specwatch_stage_cpu_seconds_total": "counter",
     "specwatch_input_lag_seconds": "histogram",
     "specwatch_model_spectra_excluded_total": "counter",
     "specwatch_novelty_spectra_total": "counter",
@@ -83,10 +85,14 @@ class MetricsTest(unittest.TestCase):
             self.assertEqual(m["specwatch_model_version"][""], 25)
             self.assertEqual(m["specwatch_frames_in_flight"][""], 0)
             self.assertEqual(m["specwatch_frames_dropped_total"][""], 0)
-            for stage in ("decode", "denoise", "model_update", "publish", "end_to_end"):
+            for stage in ("decode", "score", "session", "learn", "encode", "publish", "end_to_end"):
                 count = m["specwatch_stage_latency_seconds_count"]['{stage="%s"}' % stage]
                 self.assertGreaterEqual(count, 20, stage)
                 self.assertIn('{stage="%s",le="0.001"}' % stage, m["specwatch_stage_latency_seconds_bucket"])
+            # Per-stage failures (none here) and CPU time: the stages that did work used some.
+            for stage in ("decode", "score", "session", "learn", "encode", "publish"):
+                self.assertEqual(m["specwatch_stage_errors_total"]['{stage="%s"}' % stage], 0, stage)
+                self.assertGreater(m["specwatch_stage_cpu_seconds_total"]['{stage="%s"}' % stage], 0, stage)
             self.assertEqual(m["specwatch_input_lag_seconds_count"][""], 20)
             # Metrics and control status agree.
             self.assertEqual(st.spectra_received, m["specwatch_spectra_received_total"][""])

@@ -98,6 +98,9 @@ std::vector<Metric> RunMetrics(const RunResult& r) {
     auto it = r.stages.find(name);
     return it == r.stages.end() ? StageLatency{} : it->second;
   };
+  auto stage2 = [&](const char* name, const char* old_name) {
+    return r.stages.count(name) ? stage(name) : stage(old_name);
+  };
   const double sent = static_cast<double>(r.sim_spectra);
   std::vector<Metric> m = {
       {"rate_requested", "requested rate (spectra/s)", r.spec.rate, 0},
@@ -136,9 +139,12 @@ std::vector<Metric> RunMetrics(const RunResult& r) {
       {"bench_cores", "  bench (receiving)", r.bench_cores, 2},
       {"other_cores", "  other processes on the machine", r.other_cores, 2},
       {"stage_decode_mean_us", "stage decode mean (us/frame)", Us(stage("decode").mean_s), 1},
-      {"stage_denoise_mean_us", "stage denoise mean (us/frame)", Us(stage("denoise").mean_s), 1},
-      {"stage_denoise_p99_us", "stage denoise p99 (us/frame)", Us(stage("denoise").p99_s), 1},
-      {"stage_model_update_mean_us", "stage model_update mean (us/frame)", Us(stage("model_update").mean_s), 1},
+      // score and learn were called denoise and model_update before 2026-12-07 (read both, for side-by-side runs).
+      {"stage_denoise_mean_us", "stage score mean (us/frame)", Us(stage2("score", "denoise").mean_s), 1},
+      {"stage_denoise_p99_us", "stage score p99 (us/frame)", Us(stage2("score", "denoise").p99_s), 1},
+      {"stage_session_mean_us", "stage session mean (us/frame)", Us(stage("session").mean_s), 1},
+      {"stage_model_update_mean_us", "stage learn mean (us/frame)", Us(stage2("learn", "model_update").mean_s), 1},
+      {"stage_encode_mean_us", "stage encode mean (us/item)", Us(stage("encode").mean_s), 1},
       {"stage_publish_mean_us", "stage publish mean (us/msg)", Us(stage("publish").mean_s), 1},
       {"stage_end_to_end_p50_ms", "stage end_to_end p50 (ms)", Ms(stage("end_to_end").p50_s), 2},
       {"stage_end_to_end_p99_ms", "stage end_to_end p99 (ms)", Ms(stage("end_to_end").p99_s), 2},

@@ -27,6 +27,7 @@ struct PipelineFixture {
   prometheus::Registry registry;
   ServiceMetrics metrics{registry};
   OutputQueue out;
+  FakeClock clock;  // still: the when_idle budget and the advice rate limit see no time pass
   std::shared_ptr<spdlog::logger> log =
       std::make_shared<spdlog::logger>("test", std::make_shared<spdlog::sinks::null_sink_mt>());
   PipelineFixture() {
@@ -36,7 +37,7 @@ struct PipelineFixture {
     options.warmup_spectra = 64;
     options.model_updates = ModelUpdates::kAll;
     options.weighting = Weighting::kNone;  // these tests are about the graph; weighting has its own
-    // ... and so is the monitor (novelty, drift): test_monitor_stage.cpp turns it on.
+    // ... and so is the monitor (novelty, drift): test_pipeline_monitor.cpp turns it on.
     options.monitor.novelty = false;
     options.monitor.energy = false;
     options.monitor.statistics = false;

@@ -83,7 +83,7 @@ TEST_CASE("auto_rank: a rank change between versions is queued as a 'model' Rank
   Source source(16, 16);
   std::vector<OutMessage> got;
   {
-    Pipeline p(f.options, f.metrics, f.out, f.log);
+    Pipeline p(f.options, f.metrics, f.out, f.log, f.clock);
     for (int n = 0; n < 16; ++n) {  // one direction
       Submit(p, source.Frame(16, 1));
       p.Drain();
@@ -143,7 +143,7 @@ TEST_CASE("residual maps: one per pass, laid out by position, equal to the publi
   const std::set<uint64_t> odd = {13, 14, 30};
   std::vector<OutMessage> got;
   {
-    Pipeline p(f.options, f.metrics, f.out, f.log);
+    Pipeline p(f.options, f.metrics, f.out, f.log, f.clock);
     WorkItem start;
     start.kind = WorkItem::Kind::kSeriesStart;
     start.series.id = "s";
@@ -215,7 +215,7 @@ TEST_CASE("a pipeline started from a restored model denoises the first frame wit
   Source source(16, 16);
   std::shared_ptr<const PcaModel> saved;
   {
-    Pipeline p(f.options, f.metrics, f.out, f.log);
+    Pipeline p(f.options, f.metrics, f.out, f.log, f.clock);
     for (int n = 0; n < 12; ++n) Submit(p, source.Frame(16, 3));
     p.Drain();
     f.Drain();
@@ -224,7 +224,7 @@ TEST_CASE("a pipeline started from a restored model denoises the first frame wit
     m->singular_values = m->singular_values.head(m->rank).eval();
     saved = m;
   }
-  Pipeline p(f.options, f.metrics, f.out, f.log, saved);
+  Pipeline p(f.options, f.metrics, f.out, f.log, f.clock, saved);
   CHECK(p.Model()->version == saved->version);
   CHECK(p.Model()->rank == 3);
   CHECK(f.metrics.model_version.Value() == doctest::Approx(static_cast<double>(saved->version)));

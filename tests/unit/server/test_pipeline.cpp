@@ -92,7 +92,7 @@ TEST_CASE("the flow graph publishes every frame once, in order, with 1 and with 
     std::vector<BatchPtr> sent;
     std::vector<OutMessage> published;
     {
-      Pipeline p(f.options, f.metrics, f.out, f.log);
+      Pipeline p(f.options, f.metrics, f.out, f.log, f.clock);
       WorkItem start;
       start.kind = WorkItem::Kind::kSeriesStart;
       start.series.id = "test";
@@ -150,7 +150,7 @@ TEST_CASE("no more than max_frames_in_flight frames are inside at once") {
   Fixture f;
   f.options.max_frames_in_flight = 3;
   std::mt19937 rng(2);
-  Pipeline p(f.options, f.metrics, f.out, f.log);
+  Pipeline p(f.options, f.metrics, f.out, f.log, f.clock);
   std::atomic<int> submitted{0};
   std::thread feeder([&] {
     for (uint64_t n = 0; n < 10; ++n) {
@@ -176,7 +176,7 @@ TEST_CASE("no more than max_frames_in_flight frames are inside at once") {
 TEST_CASE("freeze stops learning, resume restarts it, reset forgets") {
   Fixture f;
   std::mt19937 rng(3);
-  Pipeline p(f.options, f.metrics, f.out, f.log);
+  Pipeline p(f.options, f.metrics, f.out, f.log, f.clock);
   Collector publisher(f.out);
   auto feed = [&](int frames) {
     for (int n = 0; n < frames; ++n) {
@@ -209,7 +209,7 @@ TEST_CASE("when_idle learns from a subset when updates cannot keep up, but denoi
   f.options.model_updates = ModelUpdates::kWhenIdle;
   f.options.max_frames_in_flight = 64;
   std::mt19937 rng(4);
-  Pipeline p(f.options, f.metrics, f.out, f.log);
+  Pipeline p(f.options, f.metrics, f.out, f.log, f.clock);
   Collector publisher(f.out);
   for (uint64_t n = 0; n < 200; ++n) {
     WorkItem w;
@@ -236,7 +236,7 @@ TEST_CASE("denoised_payload scores: each model's snapshot is queued before its f
   std::vector<BatchPtr> sent;
   std::vector<OutMessage> queued;
   {
-    Pipeline p(f.options, f.metrics, f.out, f.log);
+    Pipeline p(f.options, f.metrics, f.out, f.log, f.clock);
     for (uint64_t n = 0; n < 48; ++n) {  // no Drain in between: denoising overlaps the model updates
       WorkItem w;
       w.batch = MakeFrame(n, rng);

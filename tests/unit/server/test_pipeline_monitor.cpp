@@ -69,7 +69,7 @@ TEST_CASE("novel spectra: one event per region with raw, denoised and residual s
       published.push_back(std::move(m));
     }
   };
-  Pipeline p(f.options, f.metrics, f.out, f.log);
+  Pipeline p(f.options, f.metrics, f.out, f.log, f.clock);
   WorkItem start;
   start.kind = WorkItem::Kind::kSeriesStart;
   start.series.id = "monitor";
@@ -90,7 +90,7 @@ TEST_CASE("novel spectra: one event per region with raw, denoised and residual s
   for (; n < 160; ++n) submit(n, {});
   p.Drain();
   keep(DrainQueue(f.out));
-  CHECK(p.MonitorState().novelty_state == "monitoring");
+  CHECK(p.SessionState().novelty_state == "monitoring");
   const double learnt_before = f.metrics.model_spectra.Value();
   const double novel_before = f.metrics.novelty_spectra.Value();  // a nominal false alarm, now and then
   // Line 160: two adjacent novel positions (x 3 and 4) -> one region, one event. Line 161: x 4 (below (4, 160):
@@ -166,6 +166,6 @@ TEST_CASE("novel spectra: one event per region with raw, denoised and residual s
     }
   }
   CHECK(recalibrating);
-  CHECK(p.MonitorState().novelty_state == "calibrating");
+  CHECK(p.SessionState().novelty_state == "calibrating");
   CHECK(p.InFlight() == 0);
 }
