@@ -193,6 +193,7 @@ SessionStep Session::Consume(const BatchPtr& batch, const FrameScoresPtr& scores
   const std::shared_ptr<const std::vector<uint8_t>> novel =
       monitor_ && monitor_out_.novel_count > 0 ? std::make_shared<const std::vector<uint8_t>>(monitor_out_.novel)
                                                : nullptr;
+  step.novel = novel;
   if (work.learn || work.HasMonitorOps()) step.model_work.push_back(std::move(work));
   step.events.push_back({b.meta.series_id, DenoisedFrameEvent{b.meta.frame_number,
                                                               static_cast<uint64_t>(b.Spectra())}});
@@ -582,6 +583,9 @@ void Session::UpdateStatus() {
     s.novelty_state = options_.monitor.novelty ? ToString(detector.state()) : "off";
     s.novelty_threshold =
         detector.state() == NoveltyState::kMonitoring ? detector.deviance_fit().threshold : 0.0;
+    s.hotelling_threshold = detector.state() == NoveltyState::kMonitoring && options_.monitor.detector.use_hotelling
+                                ? detector.hotelling_fit().threshold
+                                : 0.0;
     s.novel_spectra = monitor_->novel_spectra();
     s.energy_shift_channels = monitor_->total_shift_channels();
     // eV when the axis is in eV or keV (EELS, EDS); other axes (degrees, cm-1) in their own unit.

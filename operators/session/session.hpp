@@ -110,6 +110,7 @@ struct SessionStep {
   std::vector<SeriesEvent> events;      ///< in publication order
   std::vector<ModelWork> model_work;    ///< for Learn, in this order
   uint64_t novel_spectra = 0;           ///< flagged by this frame
+  std::shared_ptr<const std::vector<uint8_t>> novel;  ///< Consume: per spectrum 1 = flagged novel; null = none
   uint64_t model_spectra_skipped = 0;   ///< not offered to the model (frozen)
 };
 
@@ -129,6 +130,7 @@ struct ModelStep {
 struct SessionStatus {
   std::string novelty_state = "off";  ///< "off", "waiting", "calibrating", "monitoring", "absorbing"
   double novelty_threshold = 0.0;     ///< on deviance_z; 0 while not calibrated
+  double hotelling_threshold = 0.0;   ///< on Hotelling T²; 0 while not calibrated or off
   uint64_t novel_spectra = 0;
   double energy_shift_channels = 0.0;
   double energy_shift_axis_units = 0.0;  ///< eV for axes in eV or keV; other axes in their own unit
@@ -190,6 +192,10 @@ class Session {
   uint64_t SpectraLearnt() const { return learnt_since_reset_.load(); }
 
   // --- consume side: one thread, in order ---
+  /// Inspection for tests and offline tools, on the consume thread: the monitor (null when no monitoring is on)
+  /// and the damage tracker.
+  const OperandoMonitor* monitor() const { return monitor_.get(); }
+  const DamageTracker& damage_tracker() const { return damage_; }
   SessionStep StartSeries(const SeriesInfo& series);
   SessionStep Consume(const BatchPtr& batch, const FrameScoresPtr& scores, double now_s);
   /// Closes the series' pass map; its ModelWork flushes the model and makes the series-end snapshot due.

@@ -1,37 +1,19 @@
 #pragma once
-/// Issue 4's acceptance tests run the service's per-frame sequence in-process, on the simulator's frames:
-///   denoise with the current model -> OperandoMonitor::Observe -> energy correction of the model ->
-///   learn the spectra the monitor lets through -> subspace check.
-/// The service (server/pipeline.cpp) does the same steps on three flow-graph nodes; here they run in one
-/// thread, every frame learnt (model_updates: all).
+/// Issue 4's acceptance tests feed the simulator's frames to the service's Session (session_driver.hpp) and record
+/// what it reported, per spectrum and per event. No per-frame science here: a change to the Session changes what
+/// these tests see and what the service does alike.
 
-#include "acceptance_support.hpp"
-#include "operators/model/denoiser.hpp"
-#include "operators/monitor/operando_monitor.hpp"
-#include "operators/model/streaming_model.hpp"
-#include "operators/monitor/subspace_drift.hpp"
+#include "session_driver.hpp"
 
-#include <memory>
+#include <algorithm>
+#include <cstdint>
 #include <string>
+#include <variant>
 #include <vector>
 
 namespace specwatch::acceptance {
 
-struct OperandoConfig {
-  MonitorOptions monitor;
-  SubspaceOptions pca;
-  WeightingOptions weighting;
-  SubspaceDriftOptions subspace;
-  uint64_t subspace_check_spectra = 1024;
-  uint64_t warmup_spectra = 256;
-  /// Learn only every `learn_every`-th frame (1: all), as the service's when_idle mode learns a subsample.
-  uint64_t learn_every = 1;
-  OperandoConfig() {
-    pca.rank = 8;
-    pca.auto_rank = true;
-    weighting.enabled = true;
-  }
-};
+using OperandoConfig = SessionConfig;
 
 /// Everything a run reported, and per spectrum whether it was flagged.
 struct OperandoRecord {
@@ -53,127 +35,56 @@ struct OperandoRecord {
 
 class OperandoLoop {
  public:
-  OperandoLoop(const sim::SimOptions& sim, OperandoConfig config)
-      : frames_(sim), config_(std::move(config)), monitor_(config_.monitor), subspace_(config_.subspace) {
-    learner_ = std::make_unique<StreamingModel>(sim.channels, config_.pca, config_.weighting);
-    MonitorSeries s;
-    s.channels = sim.channels;
-    s.modality = sim.modality;
-    s.energy_axis = frames_.sim().Axis();
-    s.scan_shape = ScanShape{sim.scan_width, sim.scan_height};
-    monitor_.StartSeries(s, &out_);
-  }
+  OperandoLoop(const sim::SimOptions& sim, OperandoConfig config) : driver_(sim, std::move(config)) {}
 
-  SimFrames& frames() { return frames_; }
-  int Rank() const { return learner_->Model()->rank; }
-  const OperandoMonitor& monitor() const { return monitor_; }
+  SimFrames& frames() { return driver_.frames(); }
+  int Rank() { return driver_.session().Model()->rank; }
+  const OperandoMonitor& monitor() { return *driver_.session().monitor(); }
 
   /// Runs frames [first, last) and appends to `record`.
   void Run(uint64_t first, uint64_t last, OperandoRecord* record) {
-    static const PcaModel kNothingLearnt;
     for (uint64_t k = first; k < last; ++k) {
-      const Eigen::MatrixXf counts = frames_.Frame(k);
-      const sim::FrameInfo info = frames_.sim().Frame(k);
-      std::vector<ScanPosition> positions(info.spectrum_count);
-      for (uint32_t i = 0; i < info.spectrum_count; ++i) {
-        const auto p = frames_.sim().Position(info.start_index + i);
-        positions[i] = ScanPosition{p.x, p.y, p.pass};
-      }
-      const auto model = learner_->Model();
-      const bool usable = learnt_ >= config_.warmup_spectra && model->spectra_seen > 0;
-      Denoise(usable ? *model : kNothingLearnt, counts, &result_);
-      Eigen::VectorXf sum = Eigen::VectorXf::Zero(counts.rows());
-      for (Eigen::Index i = 0; i < counts.cols(); ++i) sum += counts.col(i);
-      const Eigen::VectorXd summed = sum.cast<double>();
-      MonitorFrame f{.frame_number = k,
-                     .acquisition_time_s = 0.0,
-                     .positions = positions,
-                     .counts = counts,
-                     .result = &result_,
-                     .scored = usable && model->Weighted() && result_.scores.rows() > 0,
-                     .model_version = model->version,
-                     .rank = static_cast<int>(result_.scores.rows()),
-                     .model = usable ? model : nullptr,
-                     .summed_counts = &summed};
-      const bool monitoring = monitor_.detector().state() == NoveltyState::kMonitoring;
-      monitor_.Observe(f, &out_);
-      const uint64_t base = info.start_index;
-      record->novel.resize(base + counts.cols(), 0);
-      record->monitored.resize(base + counts.cols(), 0);
-      record->z.resize(base + counts.cols(), 0.0f);
-      record->t2.resize(base + counts.cols(), 0.0f);
-      for (Eigen::Index i = 0; i < counts.cols(); ++i) {
-        record->novel[base + i] = out_.novel[i];
-        record->monitored[base + i] = monitoring;
-        if (f.scored) {
-          record->z[base + i] = result_.deviance_z(i);
-          record->t2[base + i] = result_.hotelling_t2(i);
+      const FrameRun r = driver_.Step(k);
+      const uint64_t base = r.first_spectrum;
+      const Eigen::Index m = r.batch->counts.cols();
+      record->novel.resize(base + m, 0);
+      record->monitored.resize(base + m, 0);
+      record->z.resize(base + m, 0.0f);
+      record->t2.resize(base + m, 0.0f);
+      const bool scored = r.scores->weighted && r.scores->result.scores.rows() > 0;
+      for (Eigen::Index i = 0; i < m; ++i) {
+        record->novel[base + i] = r.step.novel ? (*r.step.novel)[static_cast<size_t>(i)] : 0;
+        record->monitored[base + i] = r.monitoring_before;
+        if (scored) {
+          record->z[base + i] = r.scores->result.deviance_z(i);
+          record->t2[base + i] = r.scores->result.hotelling_t2(i);
         }
       }
-      if (monitoring) record->first_monitored_spectrum = std::min(record->first_monitored_spectrum, base);
-      for (const auto& e : out_.events) {
-        record->events.push_back(e);
-        record->event_spectrum.push_back(base + e.spectrum);
+      if (r.monitoring_before) record->first_monitored_spectrum = std::min(record->first_monitored_spectrum, base);
+      for (const std::vector<SeriesEvent>* events : {&r.step.events, &r.model_events}) {
+        for (const SeriesEvent& e : *events) Record(e, base, record);
       }
-      record->regions_reported += out_.regions.size();
-      for (const auto& d : out_.drifts) record->drifts.push_back(d);
-      if (out_.shift_model_channels != 0.0 && model->spectra_seen > 0) {
-        learner_->ShiftChannels(out_.shift_model_channels);
-        record->total_shift_applied += out_.shift_model_channels;
-      }
-      if (out_.drop_subspace_reference) subspace_.Reset();
-      if (out_.take_subspace_reference || (out_.shift_model_channels != 0.0 && subspace_.has_reference())) {
-        take_reference_ = true;
-      }
-      if (k % config_.learn_every == 0) Learn(counts);
-      if (take_reference_) {
-        const auto m = learner_->Model();
-        if (const int r = ReferenceRank(*m, config_.subspace); r > 0) {
-          subspace_.SetReference(m->basis, r);
-          take_reference_ = false;
-          since_check_ = 0;
-        }
-      } else if (subspace_.has_reference() && since_check_ >= config_.subspace_check_spectra) {
-        since_check_ = 0;
-        const auto m = learner_->Model();
-        if (const auto e = subspace_.Check(m->basis.leftCols(m->rank), base)) {
-          DriftReport d;
-          d.kind = "subspace";
-          d.magnitude = e->max_angle_deg;
-          d.unit = "degrees";
-          d.onset_spectrum = e->onset_spectra;
-          d.detected_spectrum = e->detected_spectra;
-          record->drifts.push_back(d);
+      for (const ModelWork& w : r.step.model_work) {
+        if (w.shift_model_channels != 0.0 && driver_.session().Model()->spectra_seen > 0) {
+          record->total_shift_applied += w.shift_model_channels;
         }
       }
     }
   }
 
  private:
-  void Learn(const Eigen::MatrixXf& counts) {
-    Eigen::MatrixXf kept(counts.rows(), counts.cols());
-    Eigen::Index n = 0;
-    for (Eigen::Index i = 0; i < counts.cols(); ++i) {
-      if (out_.learn[static_cast<size_t>(i)]) kept.col(n++) = counts.col(i);
+  static void Record(const SeriesEvent& e, uint64_t base, OperandoRecord* record) {
+    if (const auto* n = std::get_if<NoveltyEvent>(&e.event)) {
+      record->events.push_back(n->hit);
+      record->event_spectrum.push_back(base + n->hit.spectrum);
+    } else if (std::holds_alternative<RegionEvent>(e.event)) {
+      ++record->regions_reported;
+    } else if (const auto* d = std::get_if<DriftEvent>(&e.event)) {
+      record->drifts.push_back(d->report);
     }
-    const uint64_t refreshes = learner_->weight_refreshes();
-    if (n > 0) learner_->Add(kept.leftCols(n));
-    // A weight refresh re-expresses the model: its basis turns with no physical change (as in the service).
-    if (learner_->weight_refreshes() != refreshes && subspace_.has_reference()) take_reference_ = true;
-    learnt_ += static_cast<uint64_t>(n);
-    since_check_ += static_cast<uint64_t>(n);
   }
 
-  SimFrames frames_;
-  OperandoConfig config_;
-  OperandoMonitor monitor_;
-  SubspaceDriftTracker subspace_;
-  std::unique_ptr<StreamingModel> learner_;
-  DenoiseResult result_;
-  MonitorOutput out_;
-  uint64_t learnt_ = 0;
-  uint64_t since_check_ = 0;
-  bool take_reference_ = false;
+  SessionDriver driver_;
 };
 
 }  // namespace specwatch::acceptance

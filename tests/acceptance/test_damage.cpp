@@ -1,16 +1,15 @@
-// Issue 5's beam-damage acceptance tests on the simulator's ground truth, in-process: the dose ledger gives each
-// spectrum the dose its position had received (as the service's dose stage does), the damage tracker compares it
-// with the position's first visit.
-#include "acceptance_support.hpp"
+// Issue 5's beam-damage acceptance tests on the simulator's ground truth, in-process: the frames go through the
+// service's Session (session_driver.hpp), whose dose ledger gives each spectrum the dose its position had received
+// and whose damage tracker compares it with the position's first visit.
+#include "session_driver.hpp"
 #include "tools/sim/dose.hpp"
-#include "operators/dose/dose_ledger.hpp"
-#include "operators/dose/damage_tracker.hpp"
 
 #include <doctest/doctest.h>
 
 #include <cmath>
 #include <cstdio>
 #include <optional>
+#include <variant>
 #include <vector>
 
 namespace specwatch::acceptance {
@@ -24,32 +23,24 @@ struct DamageRun {
 };
 
 DamageRun RunDamage(const sim::SimOptions& o) {
-  SimFrames frames(o);
-  const sim::Simulator& sim = frames.sim();
-  DoseLedger ledger;
-  ledger.StartSeries(ScanShape{o.scan_width, o.scan_height}, DoseBudget{});
-  DamageTracker tracker(DamageOptions{});
-  tracker.StartSeries(ScanShape{o.scan_width, o.scan_height}, o.channels);
-  const double d = sim.DosePerSpectrum();
+  SessionDriver driver(o, SessionConfig{});
   DamageRun run;
-  std::vector<DoseAlarm> alarms;
-  for (uint64_t k = 0; k < frames.FrameCount(); ++k) {
-    const Eigen::MatrixXf counts = frames.Frame(k);
-    const sim::FrameInfo info = sim.Frame(k);
-    std::vector<ScanPosition> positions(info.spectrum_count);
-    for (uint32_t i = 0; i < info.spectrum_count; ++i) {
-      const auto p = sim.Position(info.start_index + i);
-      positions[i] = ScanPosition{p.x, p.y, p.pass};
-      const double before = ledger.position_dose()[size_t{p.y} * o.scan_width + p.x];
-      if (auto r = tracker.Add(positions[i], counts.col(i), before, d); r && !run.warning) {
-        run.warning = r;
-        run.warning_at_dose = before + d;
+  auto record = [&run](const std::vector<SeriesEvent>& events) {
+    for (const SeriesEvent& e : events) {
+      const auto* d = std::get_if<DamageEvent>(&e.event);
+      if (d == nullptr) continue;
+      if (d->report.warning && !run.warning) {
+        run.warning = d->report;
+        // The position dose after the visit that raised it: the end of the visit group's dose window.
+        run.warning_at_dose = d->report.group.dose_start + d->report.group.dose_width;
       }
+      run.final_report = d->report;
     }
-    ledger.AddFrame(info.spectrum_count, positions, d, o.DwellUs() * 1e-6, &alarms);
-  }
-  run.final_report = tracker.Report();
-  run.groups = tracker.groups();
+  };
+  for (uint64_t k = 0; k < driver.frames().FrameCount(); ++k) record(driver.Step(k).step.events);
+  record(driver.End());
+  // final_report: the last damage event, the fit as of the series end (a warned series' last pass map carries it).
+  run.groups = driver.session().damage_tracker().groups();
   return run;
 }
 

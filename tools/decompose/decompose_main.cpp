@@ -91,12 +91,29 @@ void WriteModel(const std::string& path, const PcaModel& model) {
                   {"spectra_seen", f8(model.spectra_seen)}});
 }
 
-void WriteOutputs(const DecomposeOptions& o, const Input& in, const PcaModel& model) {
+// The service's science options for an offline run: the service's defaults, with this tool's model settings.
+// No warm-up: the denoised output is the final model's (every spectrum scored again after the series end).
+SessionOptions SessionOptionsFor(const DecomposeOptions& o) {
+  SessionOptions s;
+  s.pca = o.subspace;
+  s.weighting = o.weighting.enabled ? Weighting::kPoisson : Weighting::kNone;
+  s.weighting_options = o.weighting;
+  s.warmup_spectra = 0;
+  return s;
+}
+
+// Where the spectra were on the scan: the simulator's scan, or the image's (H, W, D); else unknown.
+ScanShape ScanOf(const DecomposeOptions& o, const Input& in) {
+  if (o.simulate) return ScanShape{o.sim.scan_width, o.sim.scan_height};
+  if (in.shape.size() == 3) return ScanShape{static_cast<uint32_t>(in.shape[1]), static_cast<uint32_t>(in.shape[0])};
+  return ScanShape{};
+}
+
+void WriteOutputs(const DecomposeOptions& o, const Input& in, const SessionRun& run) {
   const int64_t n = in.counts.cols(), d = in.counts.rows();
-  if (!o.write_model_path.empty()) WriteModel(o.write_model_path, model);
+  if (!o.write_model_path.empty()) WriteModel(o.write_model_path, *run.model);
   if (!o.write_denoised_path.empty()) {
-    const CountsMatrix denoised = DenoiseAll(model, in.counts, o.frame_spectra);
-    WriteNpy(o.write_denoised_path, "<f4", {n, d}, denoised.data(), denoised.size() * sizeof(float));
+    WriteNpy(o.write_denoised_path, "<f4", {n, d}, run.denoised.data(), run.denoised.size() * sizeof(float));
   }
   if (!o.write_data_path.empty()) {
     const Eigen::Matrix<uint16_t, Eigen::Dynamic, Eigen::Dynamic> counts = in.counts.cast<uint16_t>();
@@ -186,6 +203,24 @@ void ReportModel(sim::JsonWriter& json, const PcaModel& model, uint64_t rejected
   json.Key("weighted").Bool(model.Weighted());
 }
 
+void ReportSession(sim::JsonWriter& json, const SessionRun& r) {
+  json.Key("session").BeginObject();
+  json.Key("seconds").Number(r.seconds);
+  json.Key("spectra_learnt").Integer(static_cast<int64_t>(r.spectra_learnt));
+  json.Key("spectra_excluded").Integer(static_cast<int64_t>(r.spectra_excluded));
+  json.Key("novelty_state").String(r.status.novelty_state);
+  json.Key("novelty_threshold").Number(r.status.novelty_threshold);
+  json.Key("novel_spectra").Integer(static_cast<int64_t>(r.novel_spectra));
+  json.Key("novelty_events").Integer(static_cast<int64_t>(r.novelty_events));
+  json.Key("novelty_regions").Integer(static_cast<int64_t>(r.regions));
+  json.Key("residual_maps").Integer(static_cast<int64_t>(r.residual_maps));
+  json.Key("rank_changes").Integer(static_cast<int64_t>(r.rank_changes));
+  json.Key("drift_events").BeginObject();
+  for (const auto& [kind, n] : r.drift_events) json.Key(kind).Integer(static_cast<int64_t>(n));
+  json.EndObject();
+  json.EndObject();
+}
+
 void ReportBatch(sim::JsonWriter& json, const BatchCheck& b) {
   const auto& by_rank = b.max_angle_deg_by_rank;
   json.Key("batch_check").BeginObject();
@@ -205,17 +240,23 @@ int Run(const DecomposeOptions& o) {
   } catch (const ConfigError& e) {
     throw UsageError(std::string(e.what()) + " (the data have " + std::to_string(in.counts.rows()) + " channels)");
   }
+  // The results: the stream through the service's Session. The throughput figures: the operators alone.
+  const SessionRun run = RunSession(in.counts, SessionOptionsFor(o), o.frame_spectra, ScanOf(o, in),
+                                    o.simulate ? o.sim.modality : Modality::kOther,
+                                    in.dtype.find("int") != std::string::npos);
   const Timings t = RunTimed(o, in.counts);
-  const PcaModel& model = *t.learn.model;
+  const PcaModel& model = *run.model;
   std::optional<BatchCheck> batch;
-  if (o.check_batch) batch = CheckAgainstBatch(model, in.counts);
-  WriteOutputs(o, in, model);
+  // Against the batch SVD of the spectra the model learnt (the monitor holds some out, as in the service).
+  if (o.check_batch) batch = CheckAgainstBatch(model, SelectSpectra(in.counts, run.learnt));
+  WriteOutputs(o, in, run);
   sim::JsonWriter json(std::cout);
   json.BeginObject();
   ReportInput(json, o, in);
   ReportOptions(json, o);
   ReportThroughput(json, t, o.threads, static_cast<double>(in.counts.cols()));
   ReportModel(json, model, t.learn.rejected_blocks);
+  ReportSession(json, run);
   if (batch) ReportBatch(json, *batch);
   json.EndObject();
   std::cout << '\n';

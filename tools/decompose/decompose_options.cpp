@@ -61,10 +61,13 @@ void CheckCombination(const DecomposeOptions& o, bool sim_option_given) {
 }  // namespace
 
 std::string DecomposeUsage() {
-  return R"(specwatch-decompose: runs specwatch's operators offline on a data set (no sockets) and prints a JSON
-report: throughput of the model update (StreamingModel::Add, every spectrum learnt) and of Denoise with the
-final model, timed separately after a warm-up, the rank found, singular values, noise sigma, the Gavish-Donoho
-threshold and, with --check-batch, principal angles against a batch SVD of the same weighted, centred data.
+  return R"(specwatch-decompose: runs the service's science offline on a data set (no sockets) and prints a JSON
+report. The data go through the service's Session in frame order (as specwatch would run them, every frame
+learnt): the model, rank, singular values, noise sigma and Gavish-Donoho threshold it ends with, what it reported
+("session": novelty, regions, drift, pass maps), and the outputs below. Apart from that, the operators' speed:
+throughput of the model update (StreamingModel::Add, every spectrum) and of Denoise with the final model, timed
+separately after a warm-up. With --check-batch, principal angles against a batch SVD of the spectra the model
+learnt (the monitor holds a few out, as in the service), weighted and centred.
 
 usage: specwatch-decompose (--input FILE.npy | --sim [simulator options]) [options]
 
@@ -109,7 +112,8 @@ Outputs (stdout: the JSON report)
                            weighted basis times channel_scale), singular_values,
                            basis and mean (weighted space), channel_scale, rank,
                            noise_sigma, rank_threshold
-  --write-denoised FILE    float32 (N, D) .npy, denoised spectra in counts
+  --write-denoised FILE    float32 (N, D) .npy, denoised spectra in counts (every spectrum
+                           scored again by the session with its final model)
   --write-data FILE        with --sim: the generated counts, uint16 (N, D) .npy
   --help                   this text
 

@@ -14,6 +14,7 @@
 #include <latch>
 #include <numbers>
 #include <thread>
+#include <variant>
 
 namespace specwatch::tools {
 namespace {
@@ -211,15 +212,96 @@ std::vector<double> TimePipelined(const CountsMatrix& counts, const ModelSetting
   return seconds;
 }
 
-CountsMatrix DenoiseAll(const PcaModel& model, const CountsMatrix& counts, int frame_spectra) {
-  CountsMatrix denoised(counts.rows(), counts.cols());
-  DenoiseResult out;
-  for (Eigen::Index f = 0; f < FrameCount(counts.cols(), frame_spectra); ++f) {
-    const auto frame = FrameView(counts, f, frame_spectra);
-    Denoise(model, frame, &out);
-    denoised.middleCols(f * frame_spectra, frame.cols()) = out.denoised;
+SessionRun RunSession(const CountsMatrix& counts, const SessionOptions& options, int frame_spectra, ScanShape scan,
+                      Modality modality, bool integer_counts) {
+  const Clock::time_point start = Clock::now();
+  Session session(options);
+  SessionRun run;
+  const Eigen::Index frames = FrameCount(counts.cols(), frame_spectra);
+  auto batch_of = [&](Eigen::Index f) {
+    auto b = std::make_shared<SpectrumBatch>();
+    b->meta.series_id = "decompose";
+    b->meta.frame_number = static_cast<uint64_t>(f);
+    b->meta.receive_index = static_cast<uint64_t>(f);
+    b->meta.modality = modality;
+    b->meta.scan_shape = scan;
+    b->meta.integer_counts = integer_counts;
+    b->counts = FrameView(counts, f, frame_spectra);
+    b->positions.resize(static_cast<size_t>(b->counts.cols()));
+    const uint64_t positions = scan.Positions();
+    for (Eigen::Index i = 0; i < b->counts.cols(); ++i) {
+      const uint64_t k = static_cast<uint64_t>(f * frame_spectra + i);
+      if (positions > 0) {
+        const uint64_t p = k % positions;
+        b->positions[static_cast<size_t>(i)] = ScanPosition{static_cast<uint32_t>(p % scan.width),
+                                                            static_cast<uint32_t>(p / scan.width),
+                                                            static_cast<uint32_t>(k / positions)};
+      } else {
+        b->positions[static_cast<size_t>(i)] = ScanPosition{static_cast<uint32_t>(k), 0, 0};
+      }
+    }
+    return BatchPtr(std::move(b));
+  };
+  auto count = [&run](const std::vector<SeriesEvent>& events) {
+    for (const SeriesEvent& e : events) {
+      if (std::holds_alternative<NoveltyEvent>(e.event)) ++run.novelty_events;
+      if (std::holds_alternative<RegionEvent>(e.event)) ++run.regions;
+      if (std::holds_alternative<ResidualMapEvent>(e.event)) ++run.residual_maps;
+      if (std::holds_alternative<RankChangeEvent>(e.event)) ++run.rank_changes;
+      if (const auto* d = std::get_if<DriftEvent>(&e.event)) {
+        auto it = std::find_if(run.drift_events.begin(), run.drift_events.end(),
+                               [&](const auto& k) { return k.first == d->report.kind; });
+        if (it == run.drift_events.end()) {
+          run.drift_events.emplace_back(d->report.kind, 1);
+        } else {
+          ++it->second;
+        }
+      }
+    }
+  };
+  run.learnt.assign(static_cast<size_t>(counts.cols()), 0);
+  auto learn = [&](const std::vector<ModelWork>& work) {
+    for (const ModelWork& w : work) {
+      if (w.kind == ModelWork::Kind::kFrame && w.learn) {
+        const size_t first = static_cast<size_t>(w.frame_number) * static_cast<size_t>(frame_spectra);
+        for (size_t i = 0; i < w.Spectra(); ++i) run.learnt[first + i] = w.learn_mask ? (*w.learn_mask)[i] : 1;
+      }
+      ModelStep m = session.Learn(w);
+      count(m.events);
+      run.spectra_learnt += m.spectra_learnt;
+      run.spectra_excluded += m.spectra_excluded;
+      session.Install(m);
+    }
+  };
+  for (Eigen::Index f = 0; f < frames; ++f) {
+    const BatchPtr b = batch_of(f);
+    const SessionStep step = session.Consume(b, session.Score(*b), 0.0);
+    run.novel_spectra += step.novel_spectra;
+    count(step.events);
+    learn(step.model_work);
   }
-  return denoised;
+  const SessionStep end = session.EndSeries(SeriesEndInfo{"decompose", static_cast<uint64_t>(frames),
+                                                          static_cast<uint64_t>(counts.cols())});
+  count(end.events);
+  learn(end.model_work);
+  run.model = session.Model();
+  run.status = session.Status();
+  run.denoised.resize(counts.rows(), counts.cols());
+  for (Eigen::Index f = 0; f < frames; ++f) {
+    const BatchPtr b = batch_of(f);
+    run.denoised.middleCols(f * frame_spectra, b->counts.cols()) = session.Score(*b)->result.denoised;
+  }
+  run.seconds = SecondsSince(start);
+  return run;
+}
+
+CountsMatrix SelectSpectra(const CountsMatrix& counts, const std::vector<uint8_t>& keep) {
+  CountsMatrix out(counts.rows(), std::count(keep.begin(), keep.end(), uint8_t{1}));
+  Eigen::Index n = 0;
+  for (Eigen::Index i = 0; i < counts.cols(); ++i) {
+    if (keep[static_cast<size_t>(i)]) out.col(n++) = counts.col(i);
+  }
+  return out;
 }
 
 BatchCheck CheckAgainstBatch(const PcaModel& model, const CountsMatrix& counts) {
