@@ -107,7 +107,7 @@ int ComputeThreads(const ServiceOptions& o) {
 
 Pipeline::Pipeline(const ServiceOptions& options, ServiceMetrics& metrics, OutputQueue& out,
                    std::shared_ptr<spdlog::logger> log, const Clock& clock,
-                   std::shared_ptr<const PcaModel> initial_model)
+                   std::shared_ptr<const PcaModel> initial_model, StageFaultForTests fault)
     : options_(options),
       metrics_(metrics),
       out_(out),
@@ -115,6 +115,7 @@ Pipeline::Pipeline(const ServiceOptions& options, ServiceMetrics& metrics, Outpu
       clock_(clock),
       session_(options, initial_model),
       codec_(options.denoised_payload == DenoisedPayload::kScores),
+      fault_(std::move(fault)),
       slots_(std::make_shared<Slots>(options.max_frames_in_flight, metrics.frames_in_flight)),
       arena_(ComputeThreads(options), /*reserved_for_masters=*/0) {
   // A graph belongs to the arena it is built in.
@@ -184,6 +185,7 @@ Pipeline::ScoredPtr Pipeline::ScoreBody(WorkItem item) const {
   if (s->item.kind != WorkItem::Kind::kFrame) return s;
   StageTimer timer(metrics_, Stage::kScore, clock_);
   try {
+    Fault(Stage::kScore, s->item.batch->meta.frame_number);
     s->scores = session_.Score(*s->item.batch);
     s->denoised = codec_.Denoised(*s->item.batch, s->scores);
   } catch (const std::exception& e) {
@@ -211,6 +213,7 @@ void Pipeline::SessionBody(const ScoredPtr& s, EncodeItem* encode, std::vector<L
         step = session_.EndSeries(item.series_end);
         break;
       case WorkItem::Kind::kFrame:
+        Fault(Stage::kSession, item.batch->meta.frame_number);
         step = session_.Consume(item.batch, s->scores, clock_.SteadyS());
         encode->frame = s;
         break;
@@ -258,6 +261,7 @@ void Pipeline::LearnBody(const LearnItem& l, const std::function<void(EncodeItem
   StageTimer timer(metrics_, Stage::kLearn, clock_);
   ModelStep step;
   try {
+    if (l.work.batch) Fault(Stage::kLearn, l.work.batch->meta.frame_number);
     step = session_.Learn(l.work);
   } catch (const std::exception& e) {
     StageFailed(Stage::kLearn,
@@ -302,6 +306,7 @@ void Pipeline::EncodeBody(const EncodeItem& item) {
         continue;
       }
       if (std::holds_alternative<DenoisedFrameEvent>(se.event)) {
+        Fault(Stage::kEncode, item.frame->item.batch->meta.frame_number);
         const Scored& f = *item.frame;
         const SpectrumBatch& b = *f.item.batch;
         OutMessage m;

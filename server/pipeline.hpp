@@ -52,6 +52,10 @@ struct WorkItem {
   InFlightToken token;
 };
 
+/// Tests only: called at the start of a stage's work on a frame (score, session, learn, encode), with the frame's
+/// number; what it throws is what that stage's body threw. The service passes none.
+using StageFaultForTests = std::function<void(Stage stage, uint64_t frame_number)>;
+
 /// Worker threads the flow graph uses: options.compute_threads, or one per core when 0.
 int ComputeThreads(const ServiceOptions& options);
 
@@ -61,7 +65,7 @@ class Pipeline {
   /// it counts as warmed up.
   Pipeline(const ServiceOptions& options, ServiceMetrics& metrics, OutputQueue& out,
            std::shared_ptr<spdlog::logger> log, const Clock& clock,
-           std::shared_ptr<const PcaModel> initial_model = nullptr);
+           std::shared_ptr<const PcaModel> initial_model = nullptr, StageFaultForTests fault = {});
   ~Pipeline();  ///< drains the graph
 
   /// Blocks until a slot is free, then puts the item into the graph.
@@ -126,6 +130,10 @@ class Pipeline {
   const Clock& clock_;
   Session session_;
   const stream::ResultCodec codec_;
+  const StageFaultForTests fault_;
+  void Fault(Stage stage, uint64_t frame_number) const {
+    if (fault_) fault_(stage, frame_number);
+  }
 
   /// Shared with every token, so a token outliving the pipeline (say, in a queue) stays safe.
   struct Slots {

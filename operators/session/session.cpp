@@ -682,6 +682,7 @@ void Session::LearnFrame(const ModelWork& work, ModelStep* step) {
     learnt_since_reset_.store(0);
     restored_.store(false);
     learner_.reset();
+    ResetSubspace();  // a reference of another channel count cannot be compared with (it used to throw here)
     if (const std::string problem = options_.pca.ChannelProblem(b.Channels()); !problem.empty()) {
       LearnNote(step, work.series_id, Notice::Level::kError,
                 Format("series '%s': no model for %d-channel spectra: %s; spectra pass through undenoised",
