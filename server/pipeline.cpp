@@ -19,7 +19,7 @@ namespace {
 /// Counts a stage's thread CPU time and wall time for the scope.
 class StageTimer {
  public:
-  StageTimer(ServiceMetrics& metrics, Stage stage, const Clock& clock)
+  StageTimer(StageMetrics& metrics, Stage stage, const Clock& clock)
       : metrics_(metrics), stage_(stage), clock_(clock), cpu0_(ThreadCpuS()), t0_(clock.SteadyS()) {}
   ~StageTimer() {
     metrics_.StageCpu(stage_).Increment(std::max(0.0, ThreadCpuS() - cpu0_));
@@ -29,7 +29,7 @@ class StageTimer {
   double start_s() const { return t0_; }
 
  private:
-  ServiceMetrics& metrics_;
+  StageMetrics& metrics_;
   Stage stage_;
   const Clock& clock_;
   double cpu0_;
@@ -105,7 +105,7 @@ int ComputeThreads(const ServiceOptions& o) {
   return o.compute_threads > 0 ? static_cast<int>(o.compute_threads) : tbb::info::default_concurrency();
 }
 
-Pipeline::Pipeline(const ServiceOptions& options, ServiceMetrics& metrics, OutputQueue& out,
+Pipeline::Pipeline(const ServiceOptions& options, PipelineMetrics metrics, OutputQueue& out,
                    std::shared_ptr<spdlog::logger> log, const Clock& clock,
                    std::shared_ptr<const PcaModel> initial_model, StageFaultForTests fault)
     : options_(options),
@@ -116,7 +116,7 @@ Pipeline::Pipeline(const ServiceOptions& options, ServiceMetrics& metrics, Outpu
       session_(options, initial_model),
       codec_(options.denoised_payload == DenoisedPayload::kScores),
       fault_(std::move(fault)),
-      slots_(std::make_shared<Slots>(options.max_frames_in_flight, metrics.frames_in_flight)),
+      slots_(std::make_shared<Slots>(options.max_frames_in_flight, metrics.stages.frames_in_flight)),
       arena_(ComputeThreads(options), /*reserved_for_masters=*/0) {
   // A graph belongs to the arena it is built in.
   arena_.execute([this] { nodes_ = std::make_unique<Nodes>(*this); });
@@ -129,8 +129,8 @@ Pipeline::Pipeline(const ServiceOptions& options, ServiceMetrics& metrics, Outpu
       s.model = m;
       out_.Push(std::move(s));
     }
-    metrics_.model_rank.Set(m->rank);
-    metrics_.model_version.Set(static_cast<double>(m->version));
+    metrics_.model.model_rank.Set(m->rank);
+    metrics_.model.model_version.Set(static_cast<double>(m->version));
     log_->info("model restored: version {}, rank {}, {} channels, {:.0f} spectra seen, {} weighting", m->version,
                m->rank, m->mean.size(), m->spectra_seen, m->Weighted() ? "Poisson" : "no");
   }
@@ -183,7 +183,7 @@ Pipeline::ScoredPtr Pipeline::ScoreBody(WorkItem item) const {
   auto s = std::make_shared<Scored>();
   s->item = std::move(item);
   if (s->item.kind != WorkItem::Kind::kFrame) return s;
-  StageTimer timer(metrics_, Stage::kScore, clock_);
+  StageTimer timer(metrics_.stages, Stage::kScore, clock_);
   try {
     Fault(Stage::kScore, s->item.batch->meta.frame_number);
     s->scores = session_.Score(*s->item.batch);
@@ -195,7 +195,7 @@ Pipeline::ScoredPtr Pipeline::ScoreBody(WorkItem item) const {
 }
 
 void Pipeline::SessionBody(const ScoredPtr& s, EncodeItem* encode, std::vector<LearnItem>* learn) {
-  StageTimer timer(metrics_, Stage::kSession, clock_);
+  StageTimer timer(metrics_.stages, Stage::kSession, clock_);
   WorkItem& item = s->item;
   encode->from = Stage::kSession;
   encode->token = item.token;
@@ -228,7 +228,7 @@ void Pipeline::SessionBody(const ScoredPtr& s, EncodeItem* encode, std::vector<L
     return;
   }
   encode->events = std::move(step.events);
-  if (step.novel_spectra > 0) metrics_.novelty_spectra.Increment(static_cast<double>(step.novel_spectra));
+  if (step.novel_spectra > 0) metrics_.monitor.novelty_spectra.Increment(static_cast<double>(step.novel_spectra));
   uint64_t skipped = step.model_spectra_skipped;
   const double now = clock_.SteadyS();
   for (ModelWork& w : step.model_work) {
@@ -252,13 +252,13 @@ void Pipeline::SessionBody(const ScoredPtr& s, EncodeItem* encode, std::vector<L
     l.work = std::move(w);
     learn->push_back(std::move(l));
   }
-  if (skipped > 0) metrics_.model_spectra_skipped.Increment(static_cast<double>(skipped));
+  if (skipped > 0) metrics_.model.model_spectra_skipped.Increment(static_cast<double>(skipped));
   UpdateGauges();
 }
 
 void Pipeline::LearnBody(const LearnItem& l, const std::function<void(EncodeItem&&)>& emit) {
   if (l.counted_pending) --pending_updates_;
-  StageTimer timer(metrics_, Stage::kLearn, clock_);
+  StageTimer timer(metrics_.stages, Stage::kLearn, clock_);
   ModelStep step;
   try {
     if (l.work.batch) Fault(Stage::kLearn, l.work.batch->meta.frame_number);
@@ -269,13 +269,13 @@ void Pipeline::LearnBody(const LearnItem& l, const std::function<void(EncodeItem
                                    l.work.series_id + "' (published; its spectra are not learnt)"
                              : std::string("model work"),
                 e.what());
-    metrics_.model_spectra_skipped.Increment(static_cast<double>(l.work.Spectra()));
+    metrics_.model.model_spectra_skipped.Increment(static_cast<double>(l.work.Spectra()));
     return;
   }
-  metrics_.model_weight_refreshes.Increment(static_cast<double>(step.weight_refreshes));
-  metrics_.model_spectra.Increment(static_cast<double>(step.spectra_learnt));
-  metrics_.model_spectra_excluded.Increment(static_cast<double>(step.spectra_excluded));
-  metrics_.model_spectra_skipped.Increment(static_cast<double>(step.spectra_skipped));
+  metrics_.model.model_weight_refreshes.Increment(static_cast<double>(step.weight_refreshes));
+  metrics_.model.model_spectra.Increment(static_cast<double>(step.spectra_learnt));
+  metrics_.model.model_spectra_excluded.Increment(static_cast<double>(step.spectra_excluded));
+  metrics_.model.model_spectra_skipped.Increment(static_cast<double>(step.spectra_skipped));
   if (!step.learned) timer.SkipLatency();
   if (!step.events.empty()) {
     EncodeItem encode;
@@ -286,8 +286,8 @@ void Pipeline::LearnBody(const LearnItem& l, const std::function<void(EncodeItem
   }
   session_.Install(step);
   const auto model = session_.Model();
-  metrics_.model_rank.Set(model->rank);
-  metrics_.model_version.Set(static_cast<double>(model->version));
+  metrics_.model.model_rank.Set(model->rank);
+  metrics_.model.model_version.Set(static_cast<double>(model->version));
   if (step.learned) {
     // when_idle keeps the update within its CPU budget: after an update of t seconds, the next frame is offered
     // t * (1/budget - 1) seconds later.
@@ -298,7 +298,7 @@ void Pipeline::LearnBody(const LearnItem& l, const std::function<void(EncodeItem
 }
 
 void Pipeline::EncodeBody(const EncodeItem& item) {
-  StageTimer timer(metrics_, Stage::kEncode, clock_);
+  StageTimer timer(metrics_.stages, Stage::kEncode, clock_);
   for (const SeriesEvent& se : item.events) {
     try {
       if (const auto* n = std::get_if<Notice>(&se.event)) {
@@ -347,18 +347,18 @@ void Pipeline::EncodeBody(const EncodeItem& item) {
           [&](const auto& e) {
             using T = std::decay_t<decltype(e)>;
             if constexpr (std::is_same_v<T, NoveltyEvent>) {
-              metrics_.novelty_events.Increment();
+              metrics_.monitor.novelty_events.Increment();
             } else if constexpr (std::is_same_v<T, DriftEvent>) {
-              metrics_.DriftEvents(e.report.kind).Increment();
+              metrics_.monitor.DriftEvents(e.report.kind).Increment();
             } else if constexpr (std::is_same_v<T, DoseAlarmEvent>) {
-              metrics_.DoseAlarms(ToString(e.alarm.level), e.alarm.run ? "run" : "position")
+              metrics_.dose.DoseAlarms(ToString(e.alarm.level), e.alarm.run ? "run" : "position")
                   .Increment(e.alarm.run ? 1.0 : static_cast<double>(e.alarm.positions.size()));
             } else if constexpr (std::is_same_v<T, DamageEvent>) {
-              if (e.report.warning) metrics_.damage_warnings.Increment();
+              if (e.report.warning) metrics_.dose.damage_warnings.Increment();
             } else if constexpr (std::is_same_v<T, RankChangeEvent>) {
-              metrics_.model_rank_changes.Increment();
+              metrics_.model.model_rank_changes.Increment();
             } else if constexpr (std::is_same_v<T, ResidualMapEvent>) {
-              metrics_.residual_map_outliers.Set(static_cast<double>(e.map.summary.outliers));
+              metrics_.monitor.residual_map_outliers.Set(static_cast<double>(e.map.summary.outliers));
             }
           },
           se.event);
@@ -379,32 +379,32 @@ void Pipeline::EncodeBody(const EncodeItem& item) {
 }
 
 void Pipeline::RejectFrame(Stage stage, const SpectrumBatch& b, const std::string& what) {
-  metrics_.StageErrors(stage).Increment();
-  metrics_.FramesRejected(stream::RejectReason::kStageError).Increment();
-  metrics_.SpectraRejected(stream::RejectReason::kStageError).Increment(static_cast<double>(b.Spectra()));
+  metrics_.stages.StageErrors(stage).Increment();
+  metrics_.intake.FramesRejected(stream::RejectReason::kStageError).Increment();
+  metrics_.intake.SpectraRejected(stream::RejectReason::kStageError).Increment(static_cast<double>(b.Spectra()));
   log_->error("stage '{}' failed on frame {} of series '{}' ({} spectra): {}; the frame is rejected (stage_error)",
               StageLabel(stage), b.meta.frame_number, b.meta.series_id, b.Spectra(), what);
 }
 
 void Pipeline::StageFailed(Stage stage, const std::string& where, const std::string& what) {
-  metrics_.StageErrors(stage).Increment();
+  metrics_.stages.StageErrors(stage).Increment();
   log_->error("stage '{}' failed on {}: {}", StageLabel(stage), where, what);
 }
 
 void Pipeline::UpdateGauges() {
   const SessionStatus s = session_.Status();
-  metrics_.novelty_state.Set(NoveltyStateValue(s.novelty_state));
-  metrics_.novelty_threshold.Set(s.novelty_threshold);
-  metrics_.energy_shift_channels.Set(s.energy_shift_channels);
-  metrics_.energy_shift_axis.Set(s.energy_shift_axis_units);
-  metrics_.subspace_angle.Set(s.subspace_angle_deg);
-  metrics_.dose_run.Set(s.run_dose_e_per_A2);
-  metrics_.dose_max_position.Set(s.max_position_dose_e_per_A2);
-  metrics_.dose_rate.Set(s.dose_rate_e_per_A2_per_s);
-  metrics_.dose_positions_over_warning.Set(static_cast<double>(s.positions_over_warning));
-  metrics_.dose_positions_over_limit.Set(static_cast<double>(s.positions_over_limit));
-  metrics_.damage_critical_dose.Set(s.damage_critical_dose_e_per_A2);
-  metrics_.damage_affected_positions.Set(static_cast<double>(s.damage_affected_positions));
+  metrics_.monitor.novelty_state.Set(NoveltyStateValue(s.novelty_state));
+  metrics_.monitor.novelty_threshold.Set(s.novelty_threshold);
+  metrics_.monitor.energy_shift_channels.Set(s.energy_shift_channels);
+  metrics_.monitor.energy_shift_axis.Set(s.energy_shift_axis_units);
+  metrics_.monitor.subspace_angle.Set(s.subspace_angle_deg);
+  metrics_.dose.dose_run.Set(s.run_dose_e_per_A2);
+  metrics_.dose.dose_max_position.Set(s.max_position_dose_e_per_A2);
+  metrics_.dose.dose_rate.Set(s.dose_rate_e_per_A2_per_s);
+  metrics_.dose.dose_positions_over_warning.Set(static_cast<double>(s.positions_over_warning));
+  metrics_.dose.dose_positions_over_limit.Set(static_cast<double>(s.positions_over_limit));
+  metrics_.dose.damage_critical_dose.Set(s.damage_critical_dose_e_per_A2);
+  metrics_.dose.damage_affected_positions.Set(static_cast<double>(s.damage_affected_positions));
 }
 
 }  // namespace specwatch::server

@@ -63,7 +63,7 @@ class Pipeline {
  public:
   /// `initial_model` (optional, checked by LoadInitialModel): the model denoising and learning start from;
   /// it counts as warmed up.
-  Pipeline(const ServiceOptions& options, ServiceMetrics& metrics, OutputQueue& out,
+  Pipeline(const ServiceOptions& options, PipelineMetrics metrics, OutputQueue& out,
            std::shared_ptr<spdlog::logger> log, const Clock& clock,
            std::shared_ptr<const PcaModel> initial_model = nullptr, StageFaultForTests fault = {});
   ~Pipeline();  ///< drains the graph
@@ -124,7 +124,7 @@ class Pipeline {
   void UpdateGauges();
 
   const ServiceOptions& options_;
-  ServiceMetrics& metrics_;
+  PipelineMetrics metrics_;
   OutputQueue& out_;
   std::shared_ptr<spdlog::logger> log_;
   const Clock& clock_;

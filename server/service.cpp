@@ -73,8 +73,8 @@ void Service::Run() {
   publisher_done_.store(true);
   publisher.join();
   control.join();
-  log_->info("stopped: {} frames received, {} spectra published", metrics_.frames_received.Value(),
-             metrics_.spectra_published.Value());
+  log_->info("stopped: {} frames received, {} spectra published", metrics_.intake.frames_received.Value(),
+             metrics_.publish.spectra_published.Value());
 }
 
 void Service::ReceiveLoop() {
@@ -90,23 +90,23 @@ void Service::ReceiveLoop() {
     const double t0 = clock_.SteadyS();
     const double cpu0 = ThreadCpuS();
     stream::DecodeOutcome outcome = decoder.Decode(parts, accepted, t0);
-    metrics_.Latency(Stage::kDecode).Observe(clock_.SteadyS() - t0);
-    metrics_.StageCpu(Stage::kDecode).Increment(std::max(0.0, ThreadCpuS() - cpu0));
+    metrics_.stages.Latency(Stage::kDecode).Observe(clock_.SteadyS() - t0);
+    metrics_.stages.StageCpu(Stage::kDecode).Increment(std::max(0.0, ThreadCpuS() - cpu0));
     using Kind = stream::DecodeOutcome::Kind;
     WorkItem work;
     switch (outcome.kind) {
       case Kind::kRejected: {
         const auto& r = outcome.rejection;
-        metrics_.frames_received.Increment();
-        metrics_.spectra_received.Increment(static_cast<double>(r.spectra));
-        metrics_.FramesRejected(r.reason).Increment();
-        metrics_.SpectraRejected(r.reason).Increment(static_cast<double>(r.spectra));
+        metrics_.intake.frames_received.Increment();
+        metrics_.intake.spectra_received.Increment(static_cast<double>(r.spectra));
+        metrics_.intake.FramesRejected(r.reason).Increment();
+        metrics_.intake.SpectraRejected(r.reason).Increment(static_cast<double>(r.spectra));
         problems.Log(spdlog::level::warn, stream::ReasonLabel(r.reason),
                      std::string("rejected (") + stream::ReasonLabel(r.reason) + "): " + r.detail);
         continue;
       }
       case Kind::kSeriesStart: {
-        metrics_.series_started.Increment();
+        metrics_.intake.series_started.Increment();
         {
           std::lock_guard lock(series_mutex_);
           series_id_ = outcome.series.id;
@@ -121,8 +121,8 @@ void Service::ReceiveLoop() {
         log_->info("series '{}' ended: {} frames, {} spectra sent by the detector", outcome.series_end.id,
                    outcome.series_end.frames_sent, outcome.series_end.spectra_sent);
         if (outcome.missing_frames > 0) {
-          metrics_.sequence_gaps.Increment();
-          metrics_.frames_dropped.Increment(static_cast<double>(outcome.missing_frames));
+          metrics_.intake.sequence_gaps.Increment();
+          metrics_.intake.frames_dropped.Increment(static_cast<double>(outcome.missing_frames));
           log_->warn("series '{}': the last {} frames never arrived", outcome.series_end.id, outcome.missing_frames);
         }
         work.kind = WorkItem::Kind::kSeriesEnd;
@@ -131,18 +131,18 @@ void Service::ReceiveLoop() {
       case Kind::kFrame: {
         ++accepted;
         const auto& meta = outcome.batch->meta;
-        if (meta.acquisition_time_s > 0) metrics_.input_lag.Observe(clock_.UnixS() - meta.acquisition_time_s);
-        metrics_.frames_received.Increment();
-        metrics_.spectra_received.Increment(static_cast<double>(outcome.batch->Spectra()));
+        if (meta.acquisition_time_s > 0) metrics_.intake.input_lag.Observe(clock_.UnixS() - meta.acquisition_time_s);
+        metrics_.intake.frames_received.Increment();
+        metrics_.intake.spectra_received.Increment(static_cast<double>(outcome.batch->Spectra()));
         if (outcome.missing_frames > 0) {
-          metrics_.sequence_gaps.Increment();
-          metrics_.frames_dropped.Increment(static_cast<double>(outcome.missing_frames));
+          metrics_.intake.sequence_gaps.Increment();
+          metrics_.intake.frames_dropped.Increment(static_cast<double>(outcome.missing_frames));
           problems.Log(spdlog::level::warn, "gap",
                        "series '" + meta.series_id + "': " + std::to_string(outcome.missing_frames) +
                            " frames missing before frame " + std::to_string(meta.frame_number));
         }
         if (outcome.implicit_series_start) {
-          metrics_.series_started.Increment();
+          metrics_.intake.series_started.Increment();
           std::lock_guard lock(series_mutex_);
           series_id_ = outcome.series.id;
           series_announced_ = false;
@@ -172,12 +172,12 @@ void Service::PublishLoop() {
           const double cpu0 = ThreadCpuS();
           publisher.Publish(m.topic, *m.envelope, m.payload);
           const double t1 = clock_.SteadyS();
-          metrics_.StageCpu(Stage::kPublish).Increment(std::max(0.0, ThreadCpuS() - cpu0));
+          metrics_.stages.StageCpu(Stage::kPublish).Increment(std::max(0.0, ThreadCpuS() - cpu0));
           // Counters last, so whoever sees a spectrum counted as published also sees its latencies.
-          metrics_.Latency(Stage::kPublish).Observe(t1 - t0);
-          if (m.receive_time_s > 0) metrics_.Latency(Stage::kEndToEnd).Observe(t1 - m.receive_time_s);
-          metrics_.Published(m.topic).Increment();
-          metrics_.spectra_published.Increment(static_cast<double>(m.spectra));
+          metrics_.stages.Latency(Stage::kPublish).Observe(t1 - t0);
+          if (m.receive_time_s > 0) metrics_.stages.Latency(Stage::kEndToEnd).Observe(t1 - m.receive_time_s);
+          metrics_.publish.Published(m.topic).Increment();
+          metrics_.publish.spectra_published.Increment(static_cast<double>(m.spectra));
           break;
         }
         case OutMessage::Kind::kSnapshotRequest:
@@ -210,7 +210,7 @@ void Service::PublishSnapshot(stream::ResultPublisher& publisher, const std::str
   wire::Envelope env;
   auto data = BuildSnapshot(*model, reason, &env, series_id);
   publisher.Publish("snapshot", env, stream::Payload{data, data->data(), data->size() * sizeof(float)});
-  metrics_.Published("snapshot").Increment();
+  metrics_.publish.Published("snapshot").Increment();
 }
 
 std::shared_ptr<std::vector<float>> Service::BuildSnapshot(const PcaModel& model, const std::string& reason,
@@ -237,7 +237,7 @@ void Service::PublishStatus(stream::ResultPublisher& publisher) {
   *env.mutable_status() = BuildStatus();
   env.set_series_id(env.status().series_id());
   publisher.Publish("status", env);
-  metrics_.Published("status").Increment();
+  metrics_.publish.Published("status").Increment();
 }
 
 wire::Status Service::BuildStatus() const {
@@ -248,23 +248,23 @@ wire::Status Service::BuildStatus() const {
     f.series_id = series_id_;
     f.series_started = series_announced_;
   }
-  f.frames_received = static_cast<uint64_t>(metrics_.frames_received.Value());
-  f.spectra_received = static_cast<uint64_t>(metrics_.spectra_received.Value());
-  f.spectra_published = static_cast<uint64_t>(metrics_.spectra_published.Value());
+  f.frames_received = static_cast<uint64_t>(metrics_.intake.frames_received.Value());
+  f.spectra_received = static_cast<uint64_t>(metrics_.intake.spectra_received.Value());
+  f.spectra_published = static_cast<uint64_t>(metrics_.publish.spectra_published.Value());
   for (auto r : stream::kAllRejectReasons) {
-    f.frames_rejected += static_cast<uint64_t>(metrics_.FramesRejected(r).Value());
-    f.spectra_rejected += static_cast<uint64_t>(metrics_.SpectraRejected(r).Value());
+    f.frames_rejected += static_cast<uint64_t>(metrics_.intake.FramesRejected(r).Value());
+    f.spectra_rejected += static_cast<uint64_t>(metrics_.intake.SpectraRejected(r).Value());
   }
-  f.sequence_gaps = static_cast<uint64_t>(metrics_.frames_dropped.Value());
+  f.sequence_gaps = static_cast<uint64_t>(metrics_.intake.frames_dropped.Value());
   const auto model = pipeline_.Model();
   f.rank = static_cast<uint32_t>(model->rank);
   f.model_version = model->version;
   f.uptime_s = clock_.SteadyS() - start_s_;
-  for (const char* topic : kTopics) f.published.emplace_back(topic, static_cast<uint64_t>(metrics_.Published(topic).Value()));
+  for (const char* topic : kTopics) f.published.emplace_back(topic, static_cast<uint64_t>(metrics_.publish.Published(topic).Value()));
   f.frames_in_flight = pipeline_.InFlight();
   f.spectra_in_model = pipeline_.SpectraLearnt();
   f.publisher_epoch = epoch_;
-  f.model_spectra_skipped = static_cast<uint64_t>(metrics_.model_spectra_skipped.Value());
+  f.model_spectra_skipped = static_cast<uint64_t>(metrics_.model.model_spectra_skipped.Value());
   f.session = pipeline_.SessionState();
   return stream::EncodeStatus(f);
 }

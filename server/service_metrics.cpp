@@ -12,35 +12,50 @@ prometheus::Gauge& MakeGauge(prometheus::Registry& r, const std::string& name, c
 
 }  // namespace
 
-ServiceMetrics::ServiceMetrics(prometheus::Registry& r)
+IntakeMetrics::IntakeMetrics(prometheus::Registry& r)
     : frames_received(MakeCounter(r, "specwatch_frames_received_total", "Frame messages received")),
       spectra_received(MakeCounter(r, "specwatch_spectra_received_total",
                                    "Spectra declared by received frame headers")),
-      spectra_published(MakeCounter(r, "specwatch_spectra_published_total", "Spectra published denoised")),
       frames_dropped(MakeCounter(r, "specwatch_frames_dropped_total",
                                  "Frames missing from the detector's numbering (lost before the service)")),
       sequence_gaps(MakeCounter(r, "specwatch_sequence_gaps_total", "Jumps in the detector's frame numbering")),
       series_started(MakeCounter(r, "specwatch_series_total", "Series started (announced or inferred)")),
-      model_spectra(MakeCounter(r, "specwatch_model_spectra_total", "Spectra the model learnt from")),
+      input_lag(prometheus::BuildHistogram()
+                    .Name("specwatch_input_lag_seconds")
+                    .Help("Receipt time minus the frame header's acquisition time (clocks must agree)")
+                    .Register(r)
+                    .Add({}, prometheus::Histogram::BucketBoundaries{1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3,
+                                                                     1.0, 3.0, 10.0})) {
+  auto& frames = prometheus::BuildCounter()
+                     .Name("specwatch_frames_rejected_total")
+                     .Help("Messages rejected, by reason")
+                     .Register(r);
+  auto& spectra = prometheus::BuildCounter()
+                      .Name("specwatch_spectra_rejected_total")
+                      .Help("Spectra in rejected frames (as declared by their header), by reason")
+                      .Register(r);
+  for (auto reason : stream::kAllRejectReasons) {
+    frames_rejected_[reason] = &frames.Add({{"reason", stream::ReasonLabel(reason)}});
+    spectra_rejected_[reason] = &spectra.Add({{"reason", stream::ReasonLabel(reason)}});
+  }
+}
+
+ModelMetrics::ModelMetrics(prometheus::Registry& r)
+    : model_spectra(MakeCounter(r, "specwatch_model_spectra_total", "Spectra the model learnt from")),
       model_spectra_skipped(MakeCounter(r, "specwatch_model_spectra_skipped_total",
                                         "Spectra denoised but not learnt from (update busy or frozen)")),
-      frames_in_flight(MakeGauge(r, "specwatch_frames_in_flight", "Frames inside the flow graph")),
       model_rank(MakeGauge(r, "specwatch_model_rank", "Components used to denoise")),
       model_version(MakeGauge(r, "specwatch_model_version", "Model updates applied")),
       model_weight_refreshes(MakeCounter(r, "specwatch_model_weight_refreshes_total",
                                          "Poisson weights recomputed and the model re-expressed in them")),
       model_rank_changes(MakeCounter(r, "specwatch_model_rank_changes_total",
                                      "Times the rank changed between two model versions (topic model)")),
-      residual_map_outliers(MakeGauge(r, "specwatch_residual_map_outlier_positions",
-                                      "Scan positions at or above median + 5 robust sigma in the last residual map")),
-      input_lag(prometheus::BuildHistogram()
-                    .Name("specwatch_input_lag_seconds")
-                    .Help("Receipt time minus the frame header's acquisition time (clocks must agree)")
-                    .Register(r)
-                    .Add({}, prometheus::Histogram::BucketBoundaries{1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3,
-                                                                     1.0, 3.0, 10.0})),
       model_spectra_excluded(MakeCounter(r, "specwatch_model_spectra_excluded_total",
-                                         "Spectra flagged novel (or outliers while calibrating): never learnt")),
+                                         "Spectra flagged novel (or outliers while calibrating): never learnt")) {}
+
+MonitorMetrics::MonitorMetrics(prometheus::Registry& r)
+    : residual_map_outliers(MakeGauge(r, "specwatch_residual_map_outlier_positions",
+                                      "Scan positions at or above median + 5 robust sigma in the last residual map")),
       novelty_spectra(MakeCounter(r, "specwatch_novelty_spectra_total", "Spectra flagged novel")),
       novelty_events(MakeCounter(r, "specwatch_novelty_events_total",
                                  "Novelty events published (the first spectrum of each new region)")),
@@ -56,7 +71,22 @@ ServiceMetrics::ServiceMetrics(prometheus::Registry& r)
                                   "their own unit)")),
       subspace_angle(MakeGauge(r, "specwatch_subspace_angle_degrees",
                                "Largest principal angle between the model and its reference basis")),
-      dose_run(MakeGauge(r, "specwatch_dose_run_e_per_A2",
+      drift_family_(prometheus::BuildCounter()
+                        .Name("specwatch_drift_events_total")
+                        .Help("Drift events published, by kind")
+                        .Register(r)) {
+  for (const char* kind : kDriftKinds) drift_events_[kind] = &drift_family_.Add({{"kind", kind}});
+}
+
+prometheus::Counter& MonitorMetrics::DriftEvents(const std::string& kind) {
+  std::lock_guard lock(drift_mutex_);
+  auto it = drift_events_.find(kind);
+  if (it != drift_events_.end()) return *it->second;
+  return *drift_events_.emplace(kind, &drift_family_.Add({{"kind", kind}})).first->second;
+}
+
+DoseMetrics::DoseMetrics(prometheus::Registry& r)
+    : dose_run(MakeGauge(r, "specwatch_dose_run_e_per_A2",
                          "Run dose of the current series: the areal dose of every spectrum summed, e-/A^2")),
       dose_max_position(MakeGauge(r, "specwatch_dose_max_position_e_per_A2",
                                   "Largest accumulated dose of a scan position in the current series, e-/A^2")),
@@ -71,16 +101,7 @@ ServiceMetrics::ServiceMetrics(prometheus::Registry& r)
       damage_critical_dose(MakeGauge(r, "specwatch_damage_critical_dose_e_per_A2",
                                      "Current estimate of the critical dose D_c, e-/A^2 (0: none yet)")),
       damage_affected_positions(MakeGauge(r, "specwatch_damage_affected_positions",
-                                          "Tracked scan positions whose spectra changed with dose")),
-      published_family_(prometheus::BuildCounter()
-                            .Name("specwatch_published_messages_total")
-                            .Help("Messages published, by topic")
-                            .Register(r)),
-      drift_family_(prometheus::BuildCounter()
-                        .Name("specwatch_drift_events_total")
-                        .Help("Drift events published, by kind")
-                        .Register(r)) {
-  for (const char* kind : kDriftKinds) drift_events_[kind] = &drift_family_.Add({{"kind", kind}});
+                                          "Tracked scan positions whose spectra changed with dose")) {
   auto& dose_alarms = prometheus::BuildCounter()
                           .Name("specwatch_dose_alarms_total")
                           .Help("Dose budget alarms by level and scope (position alarms count positions)")
@@ -90,19 +111,30 @@ ServiceMetrics::ServiceMetrics(prometheus::Registry& r)
       dose_alarms_[{level, scope}] = &dose_alarms.Add({{"level", level}, {"scope", scope}});
     }
   }
-  auto& frames = prometheus::BuildCounter()
-                     .Name("specwatch_frames_rejected_total")
-                     .Help("Messages rejected, by reason")
-                     .Register(r);
-  auto& spectra = prometheus::BuildCounter()
-                      .Name("specwatch_spectra_rejected_total")
-                      .Help("Spectra in rejected frames (as declared by their header), by reason")
-                      .Register(r);
-  for (auto reason : stream::kAllRejectReasons) {
-    frames_rejected_[reason] = &frames.Add({{"reason", stream::ReasonLabel(reason)}});
-    spectra_rejected_[reason] = &spectra.Add({{"reason", stream::ReasonLabel(reason)}});
-  }
+}
+
+prometheus::Counter& DoseMetrics::DoseAlarms(const std::string& level, const std::string& scope) {
+  return *dose_alarms_.at({level, scope});
+}
+
+PublishMetrics::PublishMetrics(prometheus::Registry& r)
+    : spectra_published(MakeCounter(r, "specwatch_spectra_published_total", "Spectra published denoised")),
+      published_family_(prometheus::BuildCounter()
+                            .Name("specwatch_published_messages_total")
+                            .Help("Messages published, by topic")
+                            .Register(r)) {
   for (const char* topic : kTopics) published_[topic] = &published_family_.Add({{"topic", topic}});
+}
+
+prometheus::Counter& PublishMetrics::Published(const std::string& topic) {
+  auto it = published_.find(topic);
+  if (it != published_.end()) return *it->second;
+  // Only the publisher thread publishes, so adding here is single-threaded.
+  return *published_.emplace(topic, &published_family_.Add({{"topic", topic}})).first->second;
+}
+
+StageMetrics::StageMetrics(prometheus::Registry& r)
+    : frames_in_flight(MakeGauge(r, "specwatch_frames_in_flight", "Frames inside the flow graph")) {
   auto& latency = prometheus::BuildHistogram()
                       .Name("specwatch_stage_latency_seconds")
                       .Help("Time spent per stage; end_to_end is receipt to publish")
@@ -122,24 +154,6 @@ ServiceMetrics::ServiceMetrics(prometheus::Registry& r)
     stage_errors_[i] = &errors.Add({{"stage", kStageLabels[i]}});
     stage_cpu_[i] = &cpu.Add({{"stage", kStageLabels[i]}});
   }
-}
-
-prometheus::Counter& ServiceMetrics::Published(const std::string& topic) {
-  auto it = published_.find(topic);
-  if (it != published_.end()) return *it->second;
-  // Only the publisher thread publishes, so adding here is single-threaded.
-  return *published_.emplace(topic, &published_family_.Add({{"topic", topic}})).first->second;
-}
-
-prometheus::Counter& ServiceMetrics::DoseAlarms(const std::string& level, const std::string& scope) {
-  return *dose_alarms_.at({level, scope});
-}
-
-prometheus::Counter& ServiceMetrics::DriftEvents(const std::string& kind) {
-  std::lock_guard lock(drift_mutex_);
-  auto it = drift_events_.find(kind);
-  if (it != drift_events_.end()) return *it->second;
-  return *drift_events_.emplace(kind, &drift_family_.Add({{"kind", kind}})).first->second;
 }
 
 }  // namespace specwatch::server

@@ -102,7 +102,7 @@ TEST_CASE("auto_rank: a rank change between versions is queued as a 'model' Rank
     if (m.topic == "model") changes.push_back(m.envelope->rank_change());
   }
   REQUIRE(!changes.empty());
-  CHECK(f.metrics.model_rank_changes.Value() == doctest::Approx(static_cast<double>(changes.size())));
+  CHECK(f.metrics.model.model_rank_changes.Value() == doctest::Approx(static_cast<double>(changes.size())));
   CHECK(changes.back().new_rank() == 3);
   // The first few versions, learnt from a handful of spectra, may hold a higher rank; by version 16 (the end
   // of the one-direction part) it is 1, and the changes after it lead to 3.
@@ -133,7 +133,7 @@ TEST_CASE("auto_rank: a rank change between versions is queued as a 'model' Rank
     rank = c.new_rank();
     version = c.model_version();
   }
-  CHECK(f.metrics.model_rank.Value() == 3);
+  CHECK(f.metrics.model.model_rank.Value() == 3);
 }
 
 TEST_CASE("residual maps: one per pass, laid out by position, equal to the published residuals") {
@@ -206,7 +206,7 @@ TEST_CASE("residual maps: one per pass, laid out by position, equal to the publi
     CHECK(odd_scored > 0);
     CHECK(r.outliers() == odd_scored);
   }
-  CHECK(f.metrics.residual_map_outliers.Value() == doctest::Approx(2.0));  // the last map: 13 and 14
+  CHECK(f.metrics.monitor.residual_map_outliers.Value() == doctest::Approx(2.0));  // the last map: 13 and 14
 }
 
 TEST_CASE("a pipeline started from a restored model denoises the first frame with it and learns on") {
@@ -227,7 +227,7 @@ TEST_CASE("a pipeline started from a restored model denoises the first frame wit
   Pipeline p(f.options, f.metrics, f.out, f.log, f.clock, saved);
   CHECK(p.Model()->version == saved->version);
   CHECK(p.Model()->rank == 3);
-  CHECK(f.metrics.model_version.Value() == doctest::Approx(static_cast<double>(saved->version)));
+  CHECK(f.metrics.model.model_version.Value() == doctest::Approx(static_cast<double>(saved->version)));
   Submit(p, source.Frame(16, 3));
   p.Drain();
   std::vector<OutMessage> got;

@@ -114,7 +114,7 @@ TEST_CASE("the flow graph publishes every frame once, in order, with 1 and with 
       p.Submit(end);
       p.Drain();
       for (auto& m : DrainQueue(f.out)) published.push_back(std::move(m));
-      CHECK(f.metrics.model_spectra.Value() == doctest::Approx(40.0 * kSpectraPerFrame));
+      CHECK(f.metrics.model.model_spectra.Value() == doctest::Approx(40.0 * kSpectraPerFrame));
       CHECK(p.Model()->rank == 3);
     }
     REQUIRE(published.size() == 41);  // 40 denoised + the series-end snapshot request
@@ -164,7 +164,7 @@ TEST_CASE("no more than max_frames_in_flight frames are inside at once") {
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   CHECK(submitted.load() == 3);
   CHECK(p.InFlight() == 3);
-  CHECK(f.metrics.frames_in_flight.Value() == 3);
+  CHECK(f.metrics.stages.frames_in_flight.Value() == 3);
   size_t consumed = 0;
   while (consumed < 10) consumed += DrainQueue(f.out).size();
   feeder.join();
@@ -193,7 +193,7 @@ TEST_CASE("freeze stops learning, resume restarts it, reset forgets") {
   p.SetFrozen(true);
   feed(8);
   CHECK(p.Model()->version == version);
-  CHECK(f.metrics.model_spectra_skipped.Value() == doctest::Approx(8.0 * kSpectraPerFrame));
+  CHECK(f.metrics.model.model_spectra_skipped.Value() == doctest::Approx(8.0 * kSpectraPerFrame));
   p.SetFrozen(false);
   feed(8);
   CHECK(p.Model()->version > version);
@@ -220,8 +220,8 @@ TEST_CASE("when_idle learns from a subset when updates cannot keep up, but denoi
   // Everything is queued once Drain returns; wait (bounded) for the collector to take it.
   for (int i = 0; i < 1000 && publisher.Count() < 200; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   CHECK(publisher.Count() == 200);
-  const double learnt = f.metrics.model_spectra.Value();
-  const double skipped = f.metrics.model_spectra_skipped.Value();
+  const double learnt = f.metrics.model.model_spectra.Value();
+  const double skipped = f.metrics.model.model_spectra_skipped.Value();
   CHECK(learnt + skipped == doctest::Approx(200.0 * kSpectraPerFrame));
   CHECK(learnt > 0);
 }
@@ -324,17 +324,17 @@ TEST_CASE("a stage that throws: counted by stage, the frame rejected as stage_er
     const std::vector<uint64_t> expected = {0, 1, 2, 4, 6, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19};
     CHECK(published == expected);
     using stream::RejectReason;
-    CHECK(f.metrics.FramesRejected(RejectReason::kStageError).Value() == 3);
-    CHECK(f.metrics.SpectraRejected(RejectReason::kStageError).Value() == 3 * kSpectraPerFrame);
+    CHECK(f.metrics.intake.FramesRejected(RejectReason::kStageError).Value() == 3);
+    CHECK(f.metrics.intake.SpectraRejected(RejectReason::kStageError).Value() == 3 * kSpectraPerFrame);
     for (const auto& [frame, stage] : failing) {
       CAPTURE(frame);
-      CHECK(f.metrics.StageErrors(stage).Value() == 1);
+      CHECK(f.metrics.stages.StageErrors(stage).Value() == 1);
     }
     // Published + rejected = every frame's spectra. Frames 3 and 5 never reached the model, 9's update failed;
     // 7 failed after its update was routed (encoding), so the model learnt it although it was not published.
     CHECK(static_cast<double>(published.size()) * kSpectraPerFrame +
-              f.metrics.SpectraRejected(RejectReason::kStageError).Value() == 20 * kSpectraPerFrame);
-    CHECK(f.metrics.model_spectra.Value() == (20 - 3) * kSpectraPerFrame);
-    CHECK(f.metrics.StageCpu(Stage::kScore).Value() > 0);
+              f.metrics.intake.SpectraRejected(RejectReason::kStageError).Value() == 20 * kSpectraPerFrame);
+    CHECK(f.metrics.model.model_spectra.Value() == (20 - 3) * kSpectraPerFrame);
+    CHECK(f.metrics.stages.StageCpu(Stage::kScore).Value() > 0);
   }
 }

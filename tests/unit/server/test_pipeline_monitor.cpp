@@ -91,8 +91,8 @@ TEST_CASE("novel spectra: one event per region with raw, denoised and residual s
   p.Drain();
   keep(DrainQueue(f.out));
   CHECK(p.SessionState().novelty_state == "monitoring");
-  const double learnt_before = f.metrics.model_spectra.Value();
-  const double novel_before = f.metrics.novelty_spectra.Value();  // a nominal false alarm, now and then
+  const double learnt_before = f.metrics.model.model_spectra.Value();
+  const double novel_before = f.metrics.monitor.novelty_spectra.Value();  // a nominal false alarm, now and then
   // Line 160: two adjacent novel positions (x 3 and 4) -> one region, one event. Line 161: x 4 (below (4, 160):
   // the region grows, no event) and x 10 (not adjacent: a second region and event).
   submit(n++, {3, 4});
@@ -146,13 +146,13 @@ TEST_CASE("novel spectra: one event per region with raw, denoised and residual s
   }
   CHECK(grown);
   // Flagged spectra were kept out of the model: it learnt every other spectrum.
-  const double novel = f.metrics.novelty_spectra.Value();
+  const double novel = f.metrics.monitor.novelty_spectra.Value();
   CHECK(novel >= 4);
   // Excluded: the novel spectra, and those the guard held out while calibrating (outlier_guard.hpp).
-  CHECK(f.metrics.model_spectra_excluded.Value() >= novel);
-  CHECK(f.metrics.model_spectra.Value() - learnt_before == doctest::Approx(8 * kWidth - (novel - novel_before)));
-  CHECK(f.metrics.novelty_events.Value() == doctest::Approx(static_cast<double>(events.size())));
-  CHECK(f.metrics.novelty_state.Value() == 2);
+  CHECK(f.metrics.model.model_spectra_excluded.Value() >= novel);
+  CHECK(f.metrics.model.model_spectra.Value() - learnt_before == doctest::Approx(8 * kWidth - (novel - novel_before)));
+  CHECK(f.metrics.monitor.novelty_events.Value() == doctest::Approx(static_cast<double>(events.size())));
+  CHECK(f.metrics.monitor.novelty_state.Value() == 2);
 
   // A recalibration request takes effect at the next frame.
   CHECK(p.RequestRecalibrate(std::nullopt));
