@@ -207,40 +207,38 @@ void Service::PublishLoop() {
 void Service::PublishSnapshot(stream::ResultPublisher& publisher, const std::string& reason,
                               std::shared_ptr<const PcaModel> model, const std::string& series_id) {
   if (!model) model = pipeline_.Model();
-  wire::Envelope env;
-  auto data = BuildSnapshot(*model, reason, &env, series_id);
-  publisher.Publish("snapshot", env, stream::Payload{data, data->data(), data->size() * sizeof(float)});
+  stream::EncodedMessage m = BuildSnapshot(*model, reason, series_id);
+  publisher.Publish(m.topic, *m.envelope, m.payload);
   metrics_.publish.Published("snapshot").Increment();
 }
 
-std::shared_ptr<std::vector<float>> Service::BuildSnapshot(const PcaModel& model, const std::string& reason,
-                                                           wire::Envelope* env, const std::string& series_id) const {
+stream::EncodedMessage Service::BuildSnapshot(const PcaModel& model, const std::string& reason,
+                                              const std::string& series_id) const {
   std::lock_guard lock(series_mutex_);
-  env->set_series_id(series_id.empty() ? series_id_ : series_id);
-  return FillSnapshot(model, reason, energy_axis_, env->mutable_snapshot());
+  return stream::SnapshotMessage(model, reason, series_id.empty() ? series_id_ : series_id, energy_axis_);
 }
 
 std::string Service::SaveModel(const std::string& path) const {
   const auto model = pipeline_.Model();
   if (!(model->spectra_seen > 0)) throw std::runtime_error("nothing learnt yet: no model to save");
-  wire::Envelope env;
-  auto data = BuildSnapshot(*model, "save", &env);
-  env.set_publisher_epoch(epoch_);
-  env.set_publish_time_s(clock_.UnixS());  // sequence 0: written to a file, not published
-  WriteSnapshotFile(path, env, *data);
+  stream::EncodedMessage m = BuildSnapshot(*model, "save");
+  m.envelope->set_publisher_epoch(epoch_);
+  m.envelope->set_publish_time_s(clock_.UnixS());  // sequence 0: written to a file, not published
+  WriteSnapshotFile(path, *m.envelope,
+                    std::span<const float>(static_cast<const float*>(m.payload.data), m.payload.bytes / sizeof(float)));
   return "model version " + std::to_string(model->version) + " (rank " + std::to_string(model->rank) + ", " +
          std::to_string(model->mean.size()) + " channels) saved to " + path;
 }
 
 void Service::PublishStatus(stream::ResultPublisher& publisher) {
-  wire::Envelope env;
-  *env.mutable_status() = BuildStatus();
-  env.set_series_id(env.status().series_id());
-  publisher.Publish("status", env);
+  stream::EncodedMessage m = stream::StatusMessage(StatusNow());
+  publisher.Publish(m.topic, *m.envelope);
   metrics_.publish.Published("status").Increment();
 }
 
-wire::Status Service::BuildStatus() const {
+wire::Status Service::BuildStatus() const { return stream::EncodeStatus(StatusNow()); }
+
+stream::StatusFacts Service::StatusNow() const {
   stream::StatusFacts f;
   f.state = stopping_.load() ? "stopping" : pipeline_.frozen() ? "frozen" : "running";
   {
@@ -266,7 +264,7 @@ wire::Status Service::BuildStatus() const {
   f.publisher_epoch = epoch_;
   f.model_spectra_skipped = static_cast<uint64_t>(metrics_.model.model_spectra_skipped.Value());
   f.session = pipeline_.SessionState();
-  return stream::EncodeStatus(f);
+  return f;
 }
 
 void Service::ControlLoop() {

@@ -18,6 +18,7 @@
 #include "server/service_metrics.hpp"
 #include "server/service_options.hpp"
 #include "results.pb.h"
+#include "stream/result_codec.hpp"
 
 #include <spdlog/logger.h>
 #include <zmq.hpp>
@@ -46,14 +47,15 @@ class Service {
   void ReceiveLoop();
   void PublishLoop();
   void ControlLoop();
-  wire::Status BuildStatus() const;
+  stream::StatusFacts StatusNow() const;
+  wire::Status BuildStatus() const;  ///< for control replies
   /// Publishes `model`, or the pipeline's current model when null, as of `series_id` (empty: the current one).
   void PublishSnapshot(stream::ResultPublisher& publisher, const std::string& reason,
                        std::shared_ptr<const PcaModel> model = nullptr, const std::string& series_id = {});
   void PublishStatus(stream::ResultPublisher& publisher);
-  /// The snapshot message of `model` with the current series and energy axis.
-  std::shared_ptr<std::vector<float>> BuildSnapshot(const PcaModel& model, const std::string& reason,
-                                                    wire::Envelope* envelope, const std::string& series_id = {}) const;
+  /// The snapshot message of `model` with the current series (or `series_id`) and energy axis.
+  stream::EncodedMessage BuildSnapshot(const PcaModel& model, const std::string& reason,
+                                       const std::string& series_id = {}) const;
   /// Control thread: writes the current model to `path`. Returns the reply text; throws std::runtime_error.
   std::string SaveModel(const std::string& path) const;
 

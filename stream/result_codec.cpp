@@ -435,4 +435,17 @@ wire::Status EncodeStatus(const StatusFacts& f) {
   return s;
 }
 
+EncodedMessage StatusMessage(const StatusFacts& facts) {
+  EncodedMessage m = Message("status", facts.series_id);
+  *m.envelope->mutable_status() = EncodeStatus(facts);
+  return m;
+}
+
+EncodedMessage SnapshotMessage(const PcaModel& model, const std::string& reason, const std::string& series_id,
+                               const EnergyAxis& axis) {
+  EncodedMessage m = Message("snapshot", series_id);
+  m.payload = OwnedPayload(FillSnapshot(model, reason, axis, m.envelope->mutable_snapshot()));
+  return m;
+}
+
 }  // namespace specwatch::stream

@@ -70,5 +70,10 @@ struct StatusFacts {
   SessionStatus session;
 };
 wire::Status EncodeStatus(const StatusFacts& facts);
+/// The "status" message of those facts.
+EncodedMessage StatusMessage(const StatusFacts& facts);
+/// The "snapshot" message of `model` (FillSnapshot's body and payload), as of series `series_id` on `axis`.
+EncodedMessage SnapshotMessage(const PcaModel& model, const std::string& reason, const std::string& series_id,
+                               const EnergyAxis& axis);
 
 }  // namespace specwatch::stream

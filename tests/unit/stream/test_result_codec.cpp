@@ -207,4 +207,8 @@ TEST_CASE("the status message states the facts it was given") {
   CHECK(s.published(1).topic() == "novelty");
   CHECK(s.novelty_state() == "monitoring");
   CHECK(s.dose_position_budget_e_per_a2() == 12.5);
+  const stream::EncodedMessage m = stream::StatusMessage(f);
+  CHECK(m.topic == "status");
+  CHECK(RoundTrip(*m.envelope).series_id() == "s");
+  CHECK(RoundTrip(*m.envelope).status().frames_received() == 7);
 }
