@@ -173,7 +173,7 @@ void Pipeline::RequestReset() {
 
 void Pipeline::CloseResidualMap(const std::string& reason) {
   EncodeItem e;
-  e.events = session_.CloseMaps(reason).events;
+  e.events = session_.CloseMaps(reason, clock_.SteadyS()).events;
   EncodeBody(e);
 }
 
@@ -207,10 +207,10 @@ void Pipeline::SessionBody(const ScoredPtr& s, EncodeItem* encode, std::vector<L
   try {
     switch (item.kind) {
       case WorkItem::Kind::kSeriesStart:
-        step = session_.StartSeries(item.series);
+        step = session_.StartSeries(item.series, clock_.SteadyS());
         break;
       case WorkItem::Kind::kSeriesEnd:
-        step = session_.EndSeries(item.series_end);
+        step = session_.EndSeries(item.series_end, clock_.SteadyS());
         break;
       case WorkItem::Kind::kFrame:
         Fault(Stage::kSession, item.batch->meta.frame_number);
@@ -253,7 +253,7 @@ void Pipeline::SessionBody(const ScoredPtr& s, EncodeItem* encode, std::vector<L
     learn->push_back(std::move(l));
   }
   if (skipped > 0) metrics_.model.model_spectra_skipped.Increment(static_cast<double>(skipped));
-  UpdateGauges();
+  UpdateGauges(Stage::kSession);
 }
 
 void Pipeline::LearnBody(const LearnItem& l, const std::function<void(EncodeItem&&)>& emit) {
@@ -269,7 +269,8 @@ void Pipeline::LearnBody(const LearnItem& l, const std::function<void(EncodeItem
                                    l.work.series_id + "' (published; its spectra are not learnt)"
                              : std::string("model work"),
                 e.what());
-    metrics_.model.model_spectra_skipped.Increment(static_cast<double>(l.work.Spectra()));
+    // Not learnt (unless the frame was not offered anyway: then the session stage counted it already).
+    if (l.work.learn) metrics_.model.model_spectra_skipped.Increment(static_cast<double>(l.work.Spectra()));
     return;
   }
   metrics_.model.model_weight_refreshes.Increment(static_cast<double>(step.weight_refreshes));
@@ -294,7 +295,7 @@ void Pipeline::LearnBody(const LearnItem& l, const std::function<void(EncodeItem
     const double t1 = clock_.SteadyS();
     next_offer_s_.store(t1 + (t1 - timer.start_s()) * (1.0 / options_.model_update_budget - 1.0));
   }
-  UpdateGauges();
+  UpdateGauges(Stage::kLearn);
 }
 
 void Pipeline::EncodeBody(const EncodeItem& item) {
@@ -391,13 +392,17 @@ void Pipeline::StageFailed(Stage stage, const std::string& where, const std::str
   log_->error("stage '{}' failed on {}: {}", StageLabel(stage), where, what);
 }
 
-void Pipeline::UpdateGauges() {
+void Pipeline::UpdateGauges(Stage stage) {
   const SessionStatus s = session_.Status();
+  // Each gauge from one thread: the learn stage owns the subspace angle, the session stage the rest.
+  if (stage == Stage::kLearn) {
+    metrics_.monitor.subspace_angle.Set(s.subspace_angle_deg);
+    return;
+  }
   metrics_.monitor.novelty_state.Set(NoveltyStateValue(s.novelty_state));
   metrics_.monitor.novelty_threshold.Set(s.novelty_threshold);
   metrics_.monitor.energy_shift_channels.Set(s.energy_shift_channels);
   metrics_.monitor.energy_shift_axis.Set(s.energy_shift_axis_units);
-  metrics_.monitor.subspace_angle.Set(s.subspace_angle_deg);
   metrics_.dose.dose_run.Set(s.run_dose_e_per_A2);
   metrics_.dose.dose_max_position.Set(s.max_position_dose_e_per_A2);
   metrics_.dose.dose_rate.Set(s.dose_rate_e_per_A2_per_s);

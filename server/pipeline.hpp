@@ -121,7 +121,8 @@ class Pipeline {
   /// The frame is not published: counted as rejected (stage_error), with the stage's error and a log line.
   void RejectFrame(Stage stage, const SpectrumBatch& batch, const std::string& what);
   void StageFailed(Stage stage, const std::string& where, const std::string& what);
-  void UpdateGauges();
+  /// The session status as gauges: the session stage writes its own, the learn stage the subspace angle.
+  void UpdateGauges(Stage stage);
 
   const ServiceOptions& options_;
   PipelineMetrics metrics_;

@@ -140,7 +140,8 @@ void Session::Note(SessionStep* step, Notice::Level level, std::string text) {
   step->events.push_back({series_.id, Notice{level, std::move(text)}});
 }
 
-SessionStep Session::StartSeries(const SeriesInfo& series) {
+SessionStep Session::StartSeries(const SeriesInfo& series, double now_s) {
+  if (!std::isnan(now_s)) now_s_ = now_s;
   SessionStep step;
   step.events.push_back({series.id, Notice{Notice::Level::kInfo,
                                            Format("series '%s' started: %u channels, scan %ux%u, %u passes",
@@ -203,7 +204,8 @@ SessionStep Session::Consume(const BatchPtr& batch, const FrameScoresPtr& scores
   return step;
 }
 
-SessionStep Session::EndSeries(const SeriesEndInfo& end) {
+SessionStep Session::EndSeries(const SeriesEndInfo& end, double now_s) {
+  if (!std::isnan(now_s)) now_s_ = now_s;
   SessionStep step;
   EmitPassEnd(residual_maps_.Close("series_end"), &step);
   ModelWork w;
@@ -213,7 +215,8 @@ SessionStep Session::EndSeries(const SeriesEndInfo& end) {
   return step;
 }
 
-SessionStep Session::CloseMaps(const std::string& reason) {
+SessionStep Session::CloseMaps(const std::string& reason, double now_s) {
+  if (!std::isnan(now_s)) now_s_ = now_s;
   SessionStep step;
   EmitPassEnd(residual_maps_.Close(reason), &step);
   return step;
@@ -240,11 +243,12 @@ void Session::MonitorFrame(const SpectrumBatch& b, const FrameScores& s, ModelWo
   if (!monitor_) return;
   if (b.Channels() != monitor_->series().channels) {
     // A channel count change within the series: the monitor starts over on the new spectra.
-    SeriesInfo restart = series_;
-    restart.channel_count = static_cast<uint32_t>(b.Channels());
-    restart.energy_axis = b.meta.energy_axis;
-    restart.scan_shape = b.meta.scan_shape;
-    MonitorStart(restart, step);
+    // From the frame's header, as at an inferred series start.
+    series_.modality = b.meta.modality;
+    series_.channel_count = static_cast<uint32_t>(b.Channels());
+    series_.energy_axis = b.meta.energy_axis;
+    series_.scan_shape = b.meta.scan_shape;
+    MonitorStart(series_, step);
   }
   MonitorOutput pending;
   if (monitor_reset_pending_.exchange(false)) monitor_->ModelReset(&pending);

@@ -41,7 +41,9 @@
 #include "operators/session/session_events.hpp"
 
 #include <atomic>
+#include <cmath>
 #include <deque>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -196,12 +198,14 @@ class Session {
   /// and the damage tracker.
   const OperandoMonitor* monitor() const { return monitor_.get(); }
   const DamageTracker& damage_tracker() const { return damage_; }
-  SessionStep StartSeries(const SeriesInfo& series);
+  /// `now_s` (steady, like Consume's): the time of the call, for the advice a closed pass emits; NaN = the last
+  /// Consume's. Likewise for EndSeries and CloseMaps.
+  SessionStep StartSeries(const SeriesInfo& series, double now_s = std::numeric_limits<double>::quiet_NaN());
   SessionStep Consume(const BatchPtr& batch, const FrameScoresPtr& scores, double now_s);
   /// Closes the series' pass map; its ModelWork flushes the model and makes the series-end snapshot due.
-  SessionStep EndSeries(const SeriesEndInfo& end);
+  SessionStep EndSeries(const SeriesEndInfo& end, double now_s = std::numeric_limits<double>::quiet_NaN());
   /// Closes the open pass map, marked closed by `reason` ("shutdown").
-  SessionStep CloseMaps(const std::string& reason);
+  SessionStep CloseMaps(const std::string& reason, double now_s = std::numeric_limits<double>::quiet_NaN());
 
   // --- learn side: one thread, in order ---
   ModelStep Learn(const ModelWork& work);
