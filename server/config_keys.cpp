@@ -8,6 +8,7 @@
 #include <array>
 #include <limits>
 #include <sstream>
+#include <stdexcept>
 #include <type_traits>
 #include <utility>
 
@@ -198,6 +199,45 @@ const std::vector<ConfigKey>& Table() {
 
 std::span<const ConfigKey> ConfigKeys() { return Table(); }
 
+const ConfigKey& ConfigKeyNamed(std::string_view key) {
+  for (const ConfigKey& k : Table()) {
+    if (k.key == key) return k;
+  }
+  throw std::logic_error("no config key " + std::string(key));  // a typo in a flag table: its unit test runs them
+}
+
+namespace {
+
+/// "pca.rank" -> the section's field of ServiceConfig ("pca"; null for a top-level key) and the field's name.
+std::pair<const google::protobuf::FieldDescriptor*, std::string> SplitKey(std::string_view key) {
+  const size_t dot = key.find('.');
+  if (dot == std::string_view::npos) return {nullptr, std::string(key)};
+  return {config::ServiceConfig::descriptor()->FindFieldByName(std::string(key.substr(0, dot))),
+          std::string(key.substr(dot + 1))};
+}
+
+}  // namespace
+
+void ApplyConfig(const config::ServiceConfig& c, ServiceOptions* options) {
+  using FD = google::protobuf::FieldDescriptor;
+  for (const ConfigKey& k : Table()) {
+    const auto [section, name] = SplitKey(k.key);
+    if (section != nullptr && !c.GetReflection()->HasField(c, section)) continue;
+    const google::protobuf::Message& m = section ? c.GetReflection()->GetMessage(c, section) : c;
+    const FD* f = m.GetDescriptor()->FindFieldByName(name);
+    const google::protobuf::Reflection* r = m.GetReflection();
+    if (!r->HasField(m, f)) continue;
+    switch (f->cpp_type()) {
+      case FD::CPPTYPE_BOOL: k.set(*options, r->GetBool(m, f)); break;
+      case FD::CPPTYPE_UINT32: k.set(*options, uint64_t{r->GetUInt32(m, f)}); break;
+      case FD::CPPTYPE_UINT64: k.set(*options, r->GetUInt64(m, f)); break;
+      case FD::CPPTYPE_DOUBLE: k.set(*options, r->GetDouble(m, f)); break;
+      case FD::CPPTYPE_STRING: k.set(*options, r->GetString(m, f)); break;
+      default: throw std::logic_error("config key " + std::string(k.key) + " has a type the table does not know");
+    }
+  }
+}
+
 const ConfigKey* ConfigKeyForField(std::string_view field) {
   for (const ConfigKey& k : Table()) {
     if (k.field == field) return &k;
@@ -238,16 +278,10 @@ void ValidateNamingKeys(const ServiceOptions& options) {
 
 std::string ConfigText(const ServiceOptions& options) {
   config::ServiceConfig c;
-  const google::protobuf::Reflection* top_reflection = c.GetReflection();
   for (const ConfigKey& k : Table()) {
-    google::protobuf::Message* m = &c;
-    std::string_view name = k.key;
-    if (const size_t dot = name.find('.'); dot != std::string_view::npos) {
-      const auto* section = c.GetDescriptor()->FindFieldByName(std::string(name.substr(0, dot)));
-      m = top_reflection->MutableMessage(&c, section);
-      name = name.substr(dot + 1);
-    }
-    const auto* f = m->GetDescriptor()->FindFieldByName(std::string(name));
+    const auto [section, name] = SplitKey(k.key);
+    google::protobuf::Message* m = section ? c.GetReflection()->MutableMessage(&c, section) : &c;
+    const auto* f = m->GetDescriptor()->FindFieldByName(name);
     const auto* r = m->GetReflection();
     const ConfigValue v = k.get(options);
     switch (f->cpp_type()) {

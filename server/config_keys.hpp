@@ -15,6 +15,10 @@
 #include <string_view>
 #include <variant>
 
+namespace specwatch::config {
+class ServiceConfig;  // config.pb.h
+}
+
 namespace specwatch::server {
 
 /// A scalar of the config file: bool, unsigned integer (every integer key is uint32 or uint64), double, string
@@ -37,6 +41,13 @@ std::span<const ConfigKey> ConfigKeys();
 /// The row whose field path is `field` or, for a field inside a nested options struct that has no key of its
 /// own, nullptr.
 const ConfigKey* ConfigKeyForField(std::string_view field);
+
+/// The row of `key`; throws std::logic_error for a key the table does not have (a programming error).
+const ConfigKey& ConfigKeyNamed(std::string_view key);
+
+/// Sets in `options` every key a parsed config file sets. Throws ConfigError naming the key when a value does not
+/// fit its field.
+void ApplyConfig(const config::ServiceConfig& file, ServiceOptions* options);
 
 /// The text of a value as protobuf text format writes it ("auto" quoted, 1e-04, true).
 std::string ConfigValueText(const ConfigValue& value);

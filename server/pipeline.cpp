@@ -197,7 +197,6 @@ Pipeline::ScoredPtr Pipeline::ScoreBody(WorkItem item) const {
 void Pipeline::SessionBody(const ScoredPtr& s, EncodeItem* encode, std::vector<LearnItem>* learn) {
   StageTimer timer(metrics_.stages, Stage::kSession, clock_);
   WorkItem& item = s->item;
-  encode->from = Stage::kSession;
   encode->token = item.token;
   if (!s->error.empty()) {
     RejectFrame(Stage::kScore, *item.batch, s->error);
@@ -280,7 +279,6 @@ void Pipeline::LearnBody(const LearnItem& l, const std::function<void(EncodeItem
   if (!step.learned) timer.SkipLatency();
   if (!step.events.empty()) {
     EncodeItem encode;
-    encode.from = Stage::kLearn;
     encode.token = l.token;
     encode.events = std::move(step.events);
     emit(std::move(encode));

@@ -101,7 +101,6 @@ class Pipeline {
   using ScoredPtr = std::shared_ptr<Scored>;
   /// Events on their way to the encode node, with the frame they came from (for its denoised message).
   struct EncodeItem {
-    Stage from = Stage::kSession;
     std::vector<SeriesEvent> events;
     ScoredPtr frame;  ///< null for events of no frame (series markers, the learn stage)
     InFlightToken token;

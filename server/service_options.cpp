@@ -10,7 +10,6 @@
 #include <cmath>
 #include <fstream>
 #include <limits>
-#include <optional>
 #include <stdexcept>
 #include <sstream>
 
@@ -26,30 +25,6 @@ class CollectErrors : public google::protobuf::io::ErrorCollector {
   void AddWarning(int, google::protobuf::io::ColumnNumber, const std::string&) override {}
   std::string text;
 };
-
-/// The value `key` ("pca.rank") has in the parsed file, or nullopt when the file does not set it.
-std::optional<ConfigValue> ValueInFile(const config::ServiceConfig& c, std::string_view key) {
-  const google::protobuf::Message* m = &c;
-  std::string_view name = key;
-  if (const size_t dot = name.find('.'); dot != std::string_view::npos) {
-    const auto* section = c.GetDescriptor()->FindFieldByName(std::string(name.substr(0, dot)));
-    if (!c.GetReflection()->HasField(c, section)) return std::nullopt;
-    m = &c.GetReflection()->GetMessage(c, section);
-    name = name.substr(dot + 1);
-  }
-  const auto* f = m->GetDescriptor()->FindFieldByName(std::string(name));
-  const auto* r = m->GetReflection();
-  if (!r->HasField(*m, f)) return std::nullopt;
-  using FD = google::protobuf::FieldDescriptor;
-  switch (f->cpp_type()) {
-    case FD::CPPTYPE_BOOL: return r->GetBool(*m, f);
-    case FD::CPPTYPE_UINT32: return uint64_t{r->GetUInt32(*m, f)};
-    case FD::CPPTYPE_UINT64: return r->GetUInt64(*m, f);
-    case FD::CPPTYPE_DOUBLE: return r->GetDouble(*m, f);
-    case FD::CPPTYPE_STRING: return r->GetString(*m, f);
-    default: throw std::logic_error("config key " + std::string(key) + " has a type the table does not know");
-  }
-}
 
 }  // namespace
 
@@ -92,9 +67,7 @@ ServiceOptions LoadConfigFile(const std::string& path, ServiceOptions o) {
     throw ConfigError("config file " + path + ": " + errors.text);
   }
   try {
-    for (const ConfigKey& k : ConfigKeys()) {
-      if (const std::optional<ConfigValue> v = ValueInFile(c, k.key)) k.set(o, *v);
-    }
+    ApplyConfig(c, &o);
     ValidateNamingKeys(o);
   } catch (const ConfigError& e) {
     throw ConfigError("config file " + path + ": " + e.what());
@@ -133,13 +106,6 @@ const Flag kFlags[] = {
     {"--print-defaults", "", nullptr, "print every config key with its default (a complete config file) and exit"},
     {"--help", "", nullptr, "this text"},
 };
-
-const ConfigKey& KeyRow(std::string_view key) {
-  for (const ConfigKey& k : ConfigKeys()) {
-    if (k.key == key) return k;
-  }
-  throw std::logic_error("no config key " + std::string(key));  // a typo in kFlags: the unit test runs them all
-}
 
 /// The flag's text as a value of the key's type.
 ConfigValue ParseFlagValue(const std::string& flag, const ConfigValue& like, const std::string& v) {
@@ -197,7 +163,7 @@ CommandLine ParseCommandLine(const std::vector<std::string>& args) {
     if (i + 1 >= args.size()) throw ConfigError(a + " needs a value: " + flag->value);
     const std::string v = args[++i];
     if (flag->key == nullptr) continue;  // --config, read first
-    const ConfigKey& k = KeyRow(flag->key);
+    const ConfigKey& k = ConfigKeyNamed(flag->key);
     try {
       k.set(o, ParseFlagValue(a, k.get(o), v));
     } catch (const ConfigError& e) {
@@ -233,7 +199,7 @@ std::string HelpText() {
     std::string left = std::string("  ") + f.name + (f.value[0] ? std::string(" ") + f.value : "");
     if (left.size() < 26) left.resize(26, ' ');
     os << left << " " << f.help;
-    if (f.key != nullptr) os << " (" << f.key << ", default " << ConfigValueText(KeyRow(f.key).get(d)) << ")";
+    if (f.key != nullptr) os << " (" << f.key << ", default " << ConfigValueText(ConfigKeyNamed(f.key).get(d)) << ")";
     os << "\n";
   }
   os << "\nconfig file keys (protobuf text format, e.g. `pca { rank: 12 }`), with defaults\n"
