@@ -21,19 +21,22 @@ namespace {
 //   f(μ) ≈ Σ_c F[c][e] · t^c,  t = m − 1.5,  degree 6,
 // fitted by least squares to direct summation at 32 Chebyshev nodes per octave (relative error < 2e-5, measured
 // against direct summation in the unit test). The octave is the float's exponent and t comes from its mantissa
-// bits, so a lookup is a shift, a mask and a Horner sum; the 32 octaves [2^-10, 2^22) fit two AVX-512 registers
-// per coefficient, read with one in-register permute per coefficient instead of a memory gather.
+// bits, so a lookup is a shift, a mask and a Horner sum; the 32 octaves [2^-16, 2^16) fit two AVX-512 registers
+// per coefficient, read with one in-register permute per coefficient instead of a memory gather. The grid reaches
+// down to kDevianceFloor, so sparse spectra (a few counts over thousands of channels, μ ~ 1e-3 per channel and
+// less) are scored with their own moments; above 2^16 counts per channel the hot path reads the last octave, off
+// by < 1/(6 · 2^16) ≈ 2.5e-6 per channel.
 constexpr int kDegree = 6;
 constexpr int kCoefficients = kDegree + 1;
-constexpr int kLowestExponent = -10;   // 2^-10 ≈ 9.8e-4
-constexpr int kOctaves = 32;           // up to 2^22 ≈ 4.2e6
+constexpr int kLowestExponent = -16;   // 2^-16 ≈ 1.5e-5 = kDevianceFloor
+constexpr int kOctaves = 32;           // up to 2^16 = 65536
 constexpr int kHighestExponent = kLowestExponent + kOctaves;
 constexpr uint32_t kLowBits = static_cast<uint32_t>(127 + kLowestExponent) << 23;
-constexpr uint32_t kHighBits = (static_cast<uint32_t>(127 + kHighestExponent) << 23) - 1;  // just below 2^22
+constexpr uint32_t kHighBits = (static_cast<uint32_t>(127 + kHighestExponent) << 23) - 1;  // just below 2^16
 constexpr uint32_t kMantissaMask = (1u << 23) - 1;
 constexpr uint32_t kOneBits = 127u << 23;  // 1.0f
-constexpr double kGridLow = 0x1p-10;
-constexpr double kGridHigh = 0x1p22;
+constexpr double kGridLow = 0x1p-16;
+constexpr double kGridHigh = 0x1p16;
 // Above this the asymptotic series is exact to < 1e-11 and replaces direct summation when fitting.
 constexpr double kSeriesFrom = 0x1p13;
 
@@ -232,11 +235,12 @@ void SumPoissonDevianceMoments(std::span<const float> mu, double* sum_mean, doub
 
 DevianceScore ScorePoissonDeviance(const Eigen::Ref<const Eigen::VectorXf>& counts,
                                    const Eigen::Ref<const Eigen::VectorXf>& reconstruction,
-                                   DevianceWorkspace* workspace) {
+                                   DevianceWorkspace* workspace, const Eigen::ArrayXf* lower) {
   DevianceWorkspace local;
   DevianceWorkspace& w = workspace != nullptr ? *workspace : local;
   const auto x = counts.array();
   w.mu = reconstruction.array().max(kDevianceFloor);
+  if (lower != nullptr) w.mu = w.mu.max(*lower);
   // Whole-array steps so Eigen vectorises the log (a select() around it compiles to a scalar loop, 5x slower);
   // x = 0 gives 0 · log(tiny / μ) = 0.
   w.log_ratio = (x.max(std::numeric_limits<float>::min()) / w.mu).log();

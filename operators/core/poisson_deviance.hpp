@@ -9,7 +9,7 @@
 /// when μ is the true mean, instead of drifting with the counts as (Dev − ν)/sqrt(2ν) does.
 ///
 /// f and g come from one process-wide immutable table, built on first use (a function-local static, so
-/// thread-safe): per octave of μ over [2^-10, 2^22) ≈ [1e-3, 4.2e6], a degree-6 polynomial in the float's mantissa,
+/// thread-safe): per octave of μ over [2^-16, 2^16) ≈ [1.5e-5, 6.6e4], a degree-6 polynomial in the float's mantissa,
 /// fitted to direct summation of the Poisson pmf (asymptotic series above 2^13); relative error < 2e-5. Above the
 /// grid the asymptotic series 1 + a₁/μ + a₂/μ² (and 2 + b₁/μ + b₂/μ²) takes over; below it the pmf is summed
 /// directly (a handful of terms). The hot path (SumPoissonDevianceMoments) reads the 32 octaves' coefficients
@@ -26,8 +26,12 @@
 namespace specwatch {
 
 /// The smallest expected count a reconstructed channel is scored with [counts]: a reconstruction at or below
-/// zero where counts were seen is a misfit, and scores as a large deviance rather than an infinity.
-inline constexpr float kDevianceFloor = 1e-2f;
+/// zero where counts were seen is a misfit, and scores as a large deviance (≈ 20 per count) rather than an
+/// infinity. Far below the channels of a sparse spectrum (a few counts over 2,048 channels is ~1e-3 per channel):
+/// a floor near them (it was 1e-2) scores every quiet channel against more counts than it expects, and clean
+/// spectra at 1–30 counts came out at z ≈ −4 … −2.4 against the simulator's truth (tests/acceptance/
+/// test_low_counts.cpp). 2^-16, the table's lowest octave.
+inline constexpr float kDevianceFloor = 0x1p-16f;
 
 /// E d(X; μ) for X ~ Poisson(μ), μ > 0 (0 for μ <= 0).
 double PoissonDevianceMean(double mu);
@@ -55,11 +59,12 @@ struct DevianceWorkspace {
   Eigen::ArrayXf log_ratio;
 };
 
-/// Scores counts x against a reconstruction x̂ (same length, in counts): μ = max(x̂, kDevianceFloor).
-/// Denoise computes DenoiseResult::deviance_z exactly this way.
+/// Scores counts x against a reconstruction x̂ (same length, in counts): μ = max(x̂, kDevianceFloor), and
+/// μ_j >= lower_j when `lower` is given (same length; a caller's own floor per channel, in counts).
+/// Denoise computes DenoiseResult::deviance_z exactly this way (denoiser.hpp: its floor).
 DevianceScore ScorePoissonDeviance(const Eigen::Ref<const Eigen::VectorXf>& counts,
                                    const Eigen::Ref<const Eigen::VectorXf>& reconstruction,
-                                   DevianceWorkspace* workspace = nullptr);
+                                   DevianceWorkspace* workspace = nullptr, const Eigen::ArrayXf* lower = nullptr);
 
 /// One channel's share of a spectrum's excess deviance.
 struct DevianceContribution {

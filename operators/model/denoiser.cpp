@@ -49,7 +49,11 @@ void Denoise(const PcaModel& model, const Eigen::Ref<const CountsMatrix>& spectr
   totals.resize(0);
   Eigen::MatrixXf weighted_chunk;
   DevianceWorkspace workspace;
-  if (weighted) totals = SpectrumTotals(spectra);
+  Eigen::ArrayXf mean_counts, lower;  // the model's mean spectrum per unit sqrt(total), and one spectrum's floor
+  if (weighted) {
+    totals = SpectrumTotals(spectra);
+    mean_counts = (model.mean.array() * model.channel_scale.array()).max(0.0f) * kReconstructionFloorFraction;
+  }
   // Hotelling T²: each score over its variance s_i² / n in the learnt data. A component with s_i = 0 carries
   // no learnt variance (and no score either): weight 0 rather than an infinity.
   Eigen::ArrayXf inverse_variance(r);
@@ -87,7 +91,8 @@ void Denoise(const PcaModel& model, const Eigen::Ref<const CountsMatrix>& spectr
       xh.array() *= model.channel_scale.array() * std::sqrt(totals(j + i));  // back to counts
       const auto xc = x.col(i).array();
       out->residual_norm(j + i) = (xc - xh.array()).matrix().norm();
-      out->deviance_z(j + i) = static_cast<float>(ScorePoissonDeviance(x.col(i), xh, &workspace).z);
+      lower = mean_counts * std::sqrt(totals(j + i));
+      out->deviance_z(j + i) = static_cast<float>(ScorePoissonDeviance(x.col(i), xh, &workspace, &lower).z);
     }
   }
 }

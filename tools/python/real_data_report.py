@@ -26,7 +26,7 @@ import decompose_runner as dr
 
 DATA = os.path.join(os.path.dirname(dr.ROOT), "shared", "data", "eds_si_FePt_core_shell_64x64x992.npy")
 DOCS = os.path.join(dr.ROOT, "docs")
-MU_FLOOR = 0.01  # counts: smallest mean the deviance uses (as operators/model/denoiser.cpp), for mu <= 0 or raw zeros
+MU_FLOOR = 0.01  # counts: smallest mean the evaluation deviance uses (docs/science.md §10), for mu <= 0 or raw zeros
 MU_FLOOR_ALT = 0.001
 FIXED_RANKS = [1, 2, 3, 4, 8, 16]
 EIGENSPECTRA_SHOWN = 4
