@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <string>
 
 namespace specwatch {
@@ -12,7 +13,11 @@ namespace specwatch {
 void MonitorOptions::Validate() const {
   ValidateMember("detector", [&] { detector.Validate(); });
   ValidateMember("regions", [&] { regions.Validate(); });
-  ValidateMember("guard", [&] { guard.Validate(); });
+  ValidateMember("guard", [&] {
+    OutlierGuardOptions g = guard;
+    g.false_alarm_rate = detector.false_alarm_rate;  // as the monitor builds it
+    g.Validate();
+  });
   ValidateMember("energy_shift", [&] { energy_shift.Validate(); });
   ValidateMember("cusum", [&] { cusum.Validate(); });
   RequireOption(contributions >= 0 && contributions <= 4096, "contributions", "in [0, 4096]", contributions);
@@ -48,11 +53,32 @@ NoveltyOptions DetectorOptions(const MonitorOptions& o) {
   return d;
 }
 
+// One false-alarm rate, the user's, for the provisional threshold as for the fitted ones.
+OutlierGuardOptions GuardOptions(const MonitorOptions& o) {
+  OutlierGuardOptions g = o.guard;
+  g.false_alarm_rate = o.detector.false_alarm_rate;
+  return g;
+}
+
 }  // namespace
 
 OperandoMonitor::OperandoMonitor(MonitorOptions options)
-    : options_(std::move(options)), detector_(DetectorOptions(options_)), guard_(options_.guard), regions_(options_.regions), cusum_(options_.cusum) {
+    : options_(std::move(options)), detector_(DetectorOptions(options_)), guard_(GuardOptions(options_)), regions_(options_.regions), cusum_(options_.cusum) {
   options_.Validate();
+}
+
+double OperandoMonitor::deviance_threshold() const {
+  if (detector_.state() == NoveltyState::kMonitoring) return detector_.deviance_fit().threshold;
+  if (detector_.state() == NoveltyState::kCalibrating && options_.guard.enabled && std::isfinite(guard_.bound())) {
+    return guard_.bound();
+  }
+  return 0.0;
+}
+
+double OperandoMonitor::hotelling_threshold() const {
+  return detector_.state() == NoveltyState::kMonitoring && options_.detector.use_hotelling
+             ? detector_.hotelling_fit().threshold
+             : 0.0;
 }
 
 void OperandoMonitor::ReportCalibration(const std::string& reason, MonitorOutput* out) {
@@ -115,21 +141,74 @@ void OperandoMonitor::ObserveNovelty(const MonitorFrame& frame, MonitorOutput* o
   if (!frame.scored || frame.result == nullptr) return;  // no model to be novel against yet
   const DenoiseResult& r = *frame.result;
   const size_t m = static_cast<size_t>(frame.counts.cols());
-  // Until the thresholds exist, rare outliers are held out of the model (and out of the calibration).
+  // Until the fitted thresholds are in force, the guard's provisional threshold flags rare outliers: held out of
+  // the model and of the calibration, and published. While they are, it only follows the scores.
   const bool guarding = detector_.state() == NoveltyState::kCalibrating;
   guarded_.assign(m, 0);
-  if (guarding) {
-    for (size_t i = 0; i < m; ++i) {
-      const float z = r.deviance_z[static_cast<Eigen::Index>(i)];
-      if (std::isfinite(z) && guard_.Screen(z)) {
-        guarded_[i] = 1;
-        out->learn[i] = 0;
-      }
+  first_visit_common_.assign(m, 0);
+  for (size_t i = 0; i < m; ++i) {
+    const float z = r.deviance_z[static_cast<Eigen::Index>(i)];
+    if (!std::isfinite(z)) continue;
+    if (!guarding) {
+      // A first visit that reaches a phase the model has yet to learn is unexplored ground, not a change: it is
+      // learnt as the guard would let it through, not flagged by the detector (whose regime logic is for
+      // revisits: a phase forming where the scan has been before).
+      const bool common = guard_.Track(z, detector_.state() == NoveltyState::kMonitoring
+                                              ? detector_.deviance_fit().threshold
+                                              : std::numeric_limits<double>::infinity());
+      first_visit_common_[i] = common && i < frame.positions.size() && frame.positions[i].pass == 0;
+    } else if (guard_.Screen(z)) {
+      guarded_[i] = 1;
+      Flag(frame, i, /*by_deviance=*/true, /*by_hotelling=*/false, guard_.TailProbability(z), out);
     }
   }
-  if (!frame.model || frame.model->spectra_seen < options_.min_model_spectra) return;
+  if (frame.model && frame.model->spectra_seen >= options_.min_model_spectra) ObserveDetector(frame, out);
+  TakeRegionChanges(out);
+}
+
+void OperandoMonitor::TakeRegionChanges(MonitorOutput* out) {
+  RegionChanges changes = regions_.TakeChanged();
+  for (NoveltyRegion& region : changes.updated) out->regions.push_back(std::move(region));
+  for (RegionMerge& merge : changes.merges) out->merges.push_back(std::move(merge));
+}
+
+void OperandoMonitor::Flag(const MonitorFrame& frame, size_t i, bool by_deviance, bool by_hotelling,
+                           double tail_probability, MonitorOutput* out) {
+  const DenoiseResult& r = *frame.result;
+  out->learn[i] = 0;
+  out->novel[i] = 1;
+  ++out->novel_count;
+  ++novel_total_;
+  if (i >= frame.positions.size()) return;
+  const auto counts = frame.counts.col(static_cast<Eigen::Index>(i));
+  const RegionAddResult added =
+      regions_.Add(frame.positions[i], std::span<const float>(counts.data(), static_cast<size_t>(counts.size())),
+                   r.deviance_z[static_cast<Eigen::Index>(i)], frame.frame_number);
+  if (!added.NewRegion()) return;
+  NoveltyHit hit;
+  hit.spectrum = static_cast<uint32_t>(i);
+  hit.position = frame.positions[i];
+  hit.deviance_z = r.deviance_z[static_cast<Eigen::Index>(i)];
+  hit.hotelling_t2 = r.hotelling_t2[static_cast<Eigen::Index>(i)];
+  hit.by_deviance = by_deviance;
+  hit.by_hotelling = by_hotelling;
+  hit.tail_probability = tail_probability;
+  hit.region_id = added.region_id;
+  const auto reconstruction = r.denoised.col(static_cast<Eigen::Index>(i));
+  for (const DevianceContribution& c : TopDevianceChannels(counts, reconstruction, options_.contributions)) {
+    hit.contributions.push_back({c.channel, series_.energy_axis.offset + series_.energy_axis.dispersion * c.channel,
+                                 c.excess, c.counts, c.expected});
+  }
+  out->events.push_back(std::move(hit));
+}
+
+void OperandoMonitor::ObserveDetector(const MonitorFrame& frame, MonitorOutput* out) {
+  const DenoiseResult& r = *frame.result;
+  const size_t m = static_cast<size_t>(frame.counts.cols());
+  const bool guarding = detector_.state() == NoveltyState::kCalibrating;
   if (last_rank_ >= 0 && frame.rank != last_rank_) {
-    // T² has one term per component and z another reconstruction: the thresholds no longer hold.
+    // T² has one term per component and z another reconstruction: the fitted thresholds no longer hold. The
+    // guard's provisional threshold is in force meanwhile (from the next frame).
     detector_.Recalibrate();
     cusum_.Reset();
     cusum_running_ = false;
@@ -146,9 +225,15 @@ void OperandoMonitor::ObserveNovelty(const MonitorFrame& frame, MonitorOutput* o
     in_reference = in_reference_;
   }
   verdicts_.assign(m, NoveltyVerdict::kNominal);
+  // Spectra let through as common on a first visit are not scored by the detector (a NaN score is nominal and
+  // changes nothing there).
+  detector_z_.assign(r.deviance_z.data(), r.deviance_z.data() + m);
+  for (size_t i = 0; i < m; ++i) {
+    if (first_visit_common_[i]) detector_z_[i] = std::numeric_limits<float>::quiet_NaN();
+  }
   const NoveltyState before = detector_.state();
   const auto regime = detector_.Observe(
-      std::span<const float>(r.deviance_z.data(), m),
+      std::span<const float>(detector_z_.data(), m),
       options_.detector.use_hotelling ? std::span<const float>(r.hotelling_t2.data(), m) : std::span<const float>(),
       in_reference, std::span<NoveltyVerdict>(verdicts_.data(), m));
   detector_spectra_ += m;
@@ -156,40 +241,20 @@ void OperandoMonitor::ObserveNovelty(const MonitorFrame& frame, MonitorOutput* o
   const double t2_threshold = detector_.hotelling_fit().threshold;
   for (size_t i = 0; i < m; ++i) {
     const NoveltyVerdict verdict = verdicts_[i];
-    if (verdict == NoveltyVerdict::kNominal) continue;
+    if (verdict == NoveltyVerdict::kNominal || guarded_[i]) continue;
     out->learn[i] = 0;
     if (verdict != NoveltyVerdict::kNovel) continue;
-    out->novel[i] = 1;
-    ++out->novel_count;
-    ++novel_total_;
-    if (i >= frame.positions.size()) continue;
-    const auto counts = frame.counts.col(static_cast<Eigen::Index>(i));
-    const RegionAddResult added =
-        regions_.Add(frame.positions[i], std::span<const float>(counts.data(), static_cast<size_t>(counts.size())),
-                     r.deviance_z[static_cast<Eigen::Index>(i)], frame.frame_number);
-    if (!added.NewRegion()) continue;
-    NoveltyHit hit;
-    hit.spectrum = static_cast<uint32_t>(i);
-    hit.position = frame.positions[i];
-    hit.deviance_z = r.deviance_z[static_cast<Eigen::Index>(i)];
-    hit.hotelling_t2 = r.hotelling_t2[static_cast<Eigen::Index>(i)];
-    hit.by_deviance = hit.deviance_z > dev_threshold;
-    hit.by_hotelling = options_.detector.use_hotelling && hit.hotelling_t2 > t2_threshold;
+    const double z = r.deviance_z[static_cast<Eigen::Index>(i)];
+    const double t2 = r.hotelling_t2[static_cast<Eigen::Index>(i)];
+    const bool by_deviance = z > dev_threshold;
+    const bool by_hotelling = options_.detector.use_hotelling && t2 > t2_threshold;
     double p = 1.0;
-    if (hit.by_deviance) p = std::min(p, detector_.deviance_fit().TailProbability(hit.deviance_z));
-    if (hit.by_hotelling) p = std::min(p, detector_.hotelling_fit().TailProbability(hit.hotelling_t2));
-    hit.tail_probability = p;
-    hit.region_id = added.region_id;
-    const auto reconstruction = r.denoised.col(static_cast<Eigen::Index>(i));
-    for (const DevianceContribution& c : TopDevianceChannels(counts, reconstruction, options_.contributions)) {
-      hit.contributions.push_back({c.channel, series_.energy_axis.offset + series_.energy_axis.dispersion * c.channel,
-                                   c.excess, c.counts, c.expected});
-    }
-    out->events.push_back(std::move(hit));
+    if (by_deviance) p = std::min(p, detector_.deviance_fit().TailProbability(z));
+    if (by_hotelling) p = std::min(p, detector_.hotelling_fit().TailProbability(t2));
+    Flag(frame, i, by_deviance, by_hotelling, p, out);
   }
-  RegionChanges changes = regions_.TakeChanged();
-  out->regions = std::move(changes.updated);
-  out->merges = std::move(changes.merges);
+  // Before a new phase resets the regions: what this frame did to them is published first.
+  TakeRegionChanges(out);
 
   if (regime) {
     DriftReport d;

@@ -172,6 +172,11 @@ class OperandoMonitor {
   const MonitorSeries& series() const { return series_; }
   const NoveltyDetector& detector() const { return detector_; }
   const OutlierGuard& guard() const { return guard_; }
+  /// The threshold on deviance_z in force: the fitted one while monitoring, the guard's provisional one while
+  /// calibrating (once it exists); 0 when there is none (absorbing, too few scores yet, novelty off).
+  double deviance_threshold() const;
+  /// The threshold on Hotelling T² in force: only fitted ones (0 otherwise; the provisional screen is z only).
+  double hotelling_threshold() const;
   const EnergyShiftTracker* energy() const { return energy_ ? &*energy_ : nullptr; }
   /// The series' energy-axis shift so far, corrections included (0 before the tracker has a reference).
   double total_shift_channels() const {
@@ -184,6 +189,12 @@ class OperandoMonitor {
 
  private:
   void ObserveNovelty(const MonitorFrame& frame, MonitorOutput* out);
+  /// The detector's part, once the model is mature (min_model_spectra): fitted thresholds, rank changes, regimes.
+  void ObserveDetector(const MonitorFrame& frame, MonitorOutput* out);
+  /// Spectrum i of the frame is novel: not learnt, counted, added to the regions; an event if it starts one.
+  void Flag(const MonitorFrame& frame, size_t i, bool by_deviance, bool by_hotelling, double tail_probability,
+            MonitorOutput* out);
+  void TakeRegionChanges(MonitorOutput* out);
   void ObserveEnergy(const MonitorFrame& frame, MonitorOutput* out);
   void ObserveStatistics(const MonitorFrame& frame, MonitorOutput* out);
   void ReportCalibration(const std::string& reason, MonitorOutput* out);
@@ -211,6 +222,8 @@ class OperandoMonitor {
   uint64_t detector_spectra_ = 0;  // spectra given to the detector since construction (its own count)
   std::vector<uint8_t> in_reference_;  // workspace
   std::vector<uint8_t> guarded_;       // workspace: per spectrum, held out by the guard
+  std::vector<uint8_t> first_visit_common_;  // workspace: per spectrum, a first visit let through as common
+  std::vector<float> detector_z_;      // workspace: the scores the detector sees
   std::vector<NoveltyVerdict> verdicts_;  // workspace
 };
 

@@ -277,19 +277,22 @@ void Session::MonitorFrame(const SpectrumBatch& b, const FrameScores& s, ModelWo
                               .summed_counts = s.frame_sum ? &*s.frame_sum : nullptr};
   work->series_spectrum = monitor_->spectra();
   frame_times_.Add(work->series_spectrum, b.meta.acquisition_time_s);
+  // Read before the frame moves them (a refresh, a completed calibration): what its spectra were judged by.
+  const double deviance_threshold = monitor_->deviance_threshold();
+  const double hotelling_threshold = monitor_->hotelling_threshold();
   monitor_->Observe(f, &out);
 
   // Events: novelty hits, regions, calibrations, drift, in that order.
   const int d = b.Channels();
-  const NoveltyDetector& detector = monitor_->detector();
   step->novel_spectra += out.novel_count;
   for (const NoveltyHit& hit : out.events) {
     NoveltyEvent e;
     e.frame_number = b.meta.frame_number;
     e.acquisition_time_s = b.meta.acquisition_time_s;
     e.hit = hit;
-    e.deviance_threshold = detector.deviance_fit().threshold;
-    e.hotelling_threshold = options_.monitor.detector.use_hotelling ? detector.hotelling_fit().threshold : 0.0;
+    // The thresholds in force when the frame was scored against them (the provisional one while calibrating).
+    e.deviance_threshold = deviance_threshold;
+    e.hotelling_threshold = hotelling_threshold;
     e.false_alarm_rate = options_.monitor.detector.false_alarm_rate;
     e.axis = b.meta.energy_axis;  // the frame's (the series' unless the frame states its own)
     for (ChannelShare& c : e.hit.contributions) c.energy = e.axis.offset + e.axis.dispersion * c.channel;
@@ -571,9 +574,7 @@ void Session::EmitPassEnd(std::optional<PassMap> map, SessionStep* step) {
                                   static_cast<unsigned long long>(map->positions_scored), map->values.size(),
                                   sm.median, sm.robust_sigma, static_cast<unsigned long long>(sm.outliers))}});
   ResidualMapEvent e;
-  e.novelty_threshold = monitor_ && monitor_->detector().state() == NoveltyState::kMonitoring
-                            ? monitor_->detector().deviance_fit().threshold
-                            : 0.0;
+  e.novelty_threshold = monitor_ ? monitor_->deviance_threshold() : 0.0;
   e.map = std::move(*map);
   step->events.push_back({map_series_, std::move(e)});
   // The dose map of the same pass goes out with it.
@@ -585,11 +586,8 @@ void Session::UpdateStatus() {
   if (monitor_) {
     const NoveltyDetector& detector = monitor_->detector();
     s.novelty_state = options_.monitor.novelty ? ToString(detector.state()) : "off";
-    s.novelty_threshold =
-        detector.state() == NoveltyState::kMonitoring ? detector.deviance_fit().threshold : 0.0;
-    s.hotelling_threshold = detector.state() == NoveltyState::kMonitoring && options_.monitor.detector.use_hotelling
-                                ? detector.hotelling_fit().threshold
-                                : 0.0;
+    s.novelty_threshold = options_.monitor.novelty ? monitor_->deviance_threshold() : 0.0;
+    s.hotelling_threshold = options_.monitor.novelty ? monitor_->hotelling_threshold() : 0.0;
     s.novel_spectra = monitor_->novel_spectra();
     s.energy_shift_channels = monitor_->total_shift_channels();
     // eV when the axis is in eV or keV (EELS, EDS); other axes (degrees, cm-1) in their own unit.

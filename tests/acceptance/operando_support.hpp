@@ -15,6 +15,9 @@ namespace specwatch::acceptance {
 
 using OperandoConfig = SessionConfig;
 
+/// The scene pixel of a scan position (row-major).
+inline uint64_t PixelOf(const sim::SpectrumPosition& p, uint32_t width) { return uint64_t{p.y} * width + p.x; }
+
 /// Everything a run reported, and per spectrum whether it was flagged.
 struct OperandoRecord {
   std::vector<NoveltyHit> events;
@@ -39,6 +42,8 @@ class OperandoLoop {
 
   SimFrames& frames() { return driver_.frames(); }
   int Rank() { return driver_.session().Model()->rank; }
+  /// The deviance threshold in force now (0: none), as the status reports it.
+  double Threshold() { return driver_.session().Status().novelty_threshold; }
   const OperandoMonitor& monitor() { return *driver_.session().monitor(); }
 
   /// Runs frames [first, last) and appends to `record`.

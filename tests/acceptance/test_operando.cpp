@@ -10,7 +10,7 @@
 namespace specwatch::acceptance {
 namespace {
 
-uint64_t PixelOf(const sim::SpectrumPosition& p, uint32_t width) { return uint64_t{p.y} * width + p.x; }
+using acceptance::PixelOf;
 
 struct InclusionScore {
   uint64_t inclusion_spectra = 0, inclusion_flagged = 0;

@@ -183,7 +183,7 @@ TEST_CASE("every key's default reads back from the printed defaults; changed opt
   }
   // A default file: every key, once.
   const std::string defaults = ConfigText(ServiceOptions{});
-  CHECK(defaults.find("guard_sigma: 10") != std::string::npos);
+  CHECK(defaults.find("guard_sigma: 25") != std::string::npos);
   CHECK(defaults.find("auto_rank: true") != std::string::npos);
 }
 
