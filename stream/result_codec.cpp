@@ -67,6 +67,7 @@ EncodedMessage EncodeNovelty(const NoveltyEvent& n, const std::string& series_id
   e->set_hotelling_threshold(n.hotelling_threshold);
   e->set_tail_probability(hit.tail_probability);
   e->set_region_id(hit.region_id);
+  e->set_retrospective(n.retrospective);
   for (const ChannelShare& c : hit.contributions) {
     auto* w = e->add_contributions();
     w->set_channel(static_cast<uint32_t>(c.channel));

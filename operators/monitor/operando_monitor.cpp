@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <stdexcept>
 #include <string>
 
 namespace specwatch {
@@ -18,6 +19,7 @@ void MonitorOptions::Validate() const {
     g.false_alarm_rate = detector.false_alarm_rate;  // as the monitor builds it
     g.Validate();
   });
+  ValidateMember("retrospective", [&] { retrospective.Validate(); });
   ValidateMember("energy_shift", [&] { energy_shift.Validate(); });
   ValidateMember("cusum", [&] { cusum.Validate(); });
   RequireOption(contributions >= 0 && contributions <= 4096, "contributions", "in [0, 4096]", contributions);
@@ -174,32 +176,65 @@ void OperandoMonitor::TakeRegionChanges(MonitorOutput* out) {
 
 void OperandoMonitor::Flag(const MonitorFrame& frame, size_t i, bool by_deviance, bool by_hotelling,
                            double tail_probability, MonitorOutput* out) {
-  const DenoiseResult& r = *frame.result;
   out->learn[i] = 0;
   out->novel[i] = 1;
   ++out->novel_count;
   ++novel_total_;
   if (i >= frame.positions.size()) return;
-  const auto counts = frame.counts.col(static_cast<Eigen::Index>(i));
+  AddNovel(frame.positions[i], static_cast<uint32_t>(i), frame.frame_number, frame.counts, *frame.result,
+           static_cast<Eigen::Index>(i), by_deviance, by_hotelling, tail_probability, out);
+}
+
+void OperandoMonitor::AddNovel(const ScanPosition& position, uint32_t spectrum_index, uint64_t frame_number,
+                               const Eigen::Ref<const CountsMatrix>& counts_matrix, const DenoiseResult& r,
+                               Eigen::Index column, bool by_deviance, bool by_hotelling, double tail_probability,
+                               MonitorOutput* out) {
+  const auto counts = counts_matrix.col(column);
   const RegionAddResult added =
-      regions_.Add(frame.positions[i], std::span<const float>(counts.data(), static_cast<size_t>(counts.size())),
-                   r.deviance_z[static_cast<Eigen::Index>(i)], frame.frame_number);
+      regions_.Add(position, std::span<const float>(counts.data(), static_cast<size_t>(counts.size())),
+                   r.deviance_z[column], frame_number);
   if (!added.NewRegion()) return;
   NoveltyHit hit;
-  hit.spectrum = static_cast<uint32_t>(i);
-  hit.position = frame.positions[i];
-  hit.deviance_z = r.deviance_z[static_cast<Eigen::Index>(i)];
-  hit.hotelling_t2 = r.hotelling_t2[static_cast<Eigen::Index>(i)];
+  hit.spectrum = spectrum_index;
+  hit.position = position;
+  hit.deviance_z = r.deviance_z[column];
+  hit.hotelling_t2 = r.hotelling_t2.size() > column ? r.hotelling_t2[column] : 0.0;
   hit.by_deviance = by_deviance;
   hit.by_hotelling = by_hotelling;
   hit.tail_probability = tail_probability;
   hit.region_id = added.region_id;
-  const auto reconstruction = r.denoised.col(static_cast<Eigen::Index>(i));
+  const auto reconstruction = r.denoised.col(column);
   for (const DevianceContribution& c : TopDevianceChannels(counts, reconstruction, options_.contributions)) {
     hit.contributions.push_back({c.channel, series_.energy_axis.offset + series_.energy_axis.dispersion * c.channel,
                                  c.excess, c.counts, c.expected});
   }
   out->events.push_back(std::move(hit));
+}
+
+void OperandoMonitor::Rescore(std::span<const ScanPosition> positions, std::span<const uint32_t> spectrum_index,
+                              std::span<const uint64_t> frame_numbers, const Eigen::Ref<const CountsMatrix>& counts,
+                              const DenoiseResult& r, MonitorOutput* out) {
+  out->Clear();
+  const size_t m = positions.size();
+  if (spectrum_index.size() != m || frame_numbers.size() != m || static_cast<size_t>(counts.cols()) != m ||
+      static_cast<size_t>(r.deviance_z.size()) != m) {
+    throw std::invalid_argument("OperandoMonitor::Rescore: positions, indices, frames and spectra disagree");
+  }
+  out->novel.assign(m, 0);
+  const double threshold = deviance_threshold();
+  if (!options_.novelty || !(threshold > 0.0)) return;
+  const bool fitted = detector_.state() == NoveltyState::kMonitoring;
+  for (size_t i = 0; i < m; ++i) {
+    const auto c = static_cast<Eigen::Index>(i);
+    const float z = r.deviance_z[c];
+    if (!(z > threshold)) continue;
+    out->novel[i] = 1;
+    ++out->novel_count;
+    ++novel_total_;
+    const double p = fitted ? detector_.deviance_fit().TailProbability(z) : guard_.TailProbability(z);
+    AddNovel(positions[i], spectrum_index[i], frame_numbers[i], counts, r, c, true, false, p, out);
+  }
+  TakeRegionChanges(out);
 }
 
 void OperandoMonitor::ObserveDetector(const MonitorFrame& frame, MonitorOutput* out) {

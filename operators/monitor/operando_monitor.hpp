@@ -26,6 +26,7 @@
 #include "operators/monitor/novelty_detector.hpp"
 #include "operators/monitor/novelty_regions.hpp"
 #include "operators/monitor/outlier_guard.hpp"
+#include "operators/monitor/retrospective_buffer.hpp"
 #include "operators/core/spectrum_batch.hpp"
 
 #include <Eigen/Core>
@@ -48,6 +49,8 @@ struct MonitorOptions {
   NoveltyRegionsOptions regions;
   /// Holds rare outliers out of the model until the thresholds exist (outlier_guard.hpp).
   OutlierGuardOptions guard;
+  /// Spectra kept per pass and scored again with the pass-end model (retrospective_buffer.hpp; the Session's).
+  RetrospectiveOptions retrospective;
   bool energy = true;                  ///< energy-axis tracking
   EnergyCorrection energy_correction = EnergyCorrection::kAuto;  ///< kAuto: on for EELS with 0 eV in range
   EnergyShiftOptions energy_shift;
@@ -167,6 +170,14 @@ class OperandoMonitor {
   void Recalibrate(std::optional<ScanRect> reference, const std::string& reason, MonitorOutput* out);
   /// Scores one frame; `out` is cleared first.
   void Observe(const MonitorFrame& frame, MonitorOutput* out);
+  /// Retrospective scoring at a pass end (retrospective_buffer.hpp): spectra of the pass, not flagged live, scored
+  /// again by the pass-end model (`r`: their reconstruction) against the deviance threshold in force now. Those
+  /// above it are novel: out->novel[i] = 1, added to the regions, a hit in out->events when one starts a region
+  /// (hit.spectrum = spectrum_index[i], the index within its own frame). Nothing when no threshold is in force.
+  /// Neither the detector nor the guard sees these scores (they are not the live stream). `out` is cleared first.
+  void Rescore(std::span<const ScanPosition> positions, std::span<const uint32_t> spectrum_index,
+               std::span<const uint64_t> frame_numbers, const Eigen::Ref<const CountsMatrix>& counts,
+               const DenoiseResult& r, MonitorOutput* out);
 
   const MonitorOptions& options() const { return options_; }
   const MonitorSeries& series() const { return series_; }
@@ -194,6 +205,10 @@ class OperandoMonitor {
   /// Spectrum i of the frame is novel: not learnt, counted, added to the regions; an event if it starts one.
   void Flag(const MonitorFrame& frame, size_t i, bool by_deviance, bool by_hotelling, double tail_probability,
             MonitorOutput* out);
+  /// What Flag and Rescore share: spectrum `column` of `counts` / `r`, at `position`, is novel.
+  void AddNovel(const ScanPosition& position, uint32_t spectrum_index, uint64_t frame_number,
+                const Eigen::Ref<const CountsMatrix>& counts, const DenoiseResult& r, Eigen::Index column,
+                bool by_deviance, bool by_hotelling, double tail_probability, MonitorOutput* out);
   void TakeRegionChanges(MonitorOutput* out);
   void ObserveEnergy(const MonitorFrame& frame, MonitorOutput* out);
   void ObserveStatistics(const MonitorFrame& frame, MonitorOutput* out);

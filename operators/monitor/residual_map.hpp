@@ -89,6 +89,11 @@ class ResidualMapper {
   void Open(const ScanShape& shape, uint32_t pass, uint64_t frame_number);
 
   double outlier_sigma_;
+
+ public:
+  double outlier_sigma() const { return outlier_sigma_; }
+
+ private:
   uint64_t max_positions_;
   std::optional<PassMap> open_;
   std::vector<uint8_t> seen_;            // per position of the open pass: kSeen | kNovel

@@ -60,6 +60,7 @@ double FrameTimes::TimeOf(uint64_t spectrum) const {
 Session::Session(SessionOptions options, std::shared_ptr<const PcaModel> initial_model)
     : options_((options.Validate(), std::move(options))),
       model_(std::make_shared<const PcaModel>()),
+      retrospective_(options_.monitor.retrospective),
       advisor_(options_.advice),
       damage_(options_.damage),
       budget_(options_.dose_budget),
@@ -154,6 +155,7 @@ SessionStep Session::StartSeries(const SeriesInfo& series, double now_s) {
 void Session::BeginSeries(const SeriesInfo& series, SessionStep* step) {
   if (options_.reset_model_on_new_series) step->model_work.push_back(RequestReset());
   EmitPassEnd(residual_maps_.Close("new_series"), step);  // the previous series' open pass
+  retrospective_.Clear();
   warned_no_scan_shape_ = false;
   series_ = series;
   series_open_ = true;
@@ -195,6 +197,7 @@ SessionStep Session::Consume(const BatchPtr& batch, const FrameScoresPtr& scores
       monitor_ && monitor_out_.novel_count > 0 ? std::make_shared<const std::vector<uint8_t>>(monitor_out_.novel)
                                                : nullptr;
   step.novel = novel;
+  KeepCandidates(b, *scores);
   if (work.learn || work.HasMonitorOps()) step.model_work.push_back(std::move(work));
   step.events.push_back({b.meta.series_id, DenoisedFrameEvent{b.meta.frame_number,
                                                               static_cast<uint64_t>(b.Spectra())}});
@@ -286,33 +289,11 @@ void Session::MonitorFrame(const SpectrumBatch& b, const FrameScores& s, ModelWo
   const int d = b.Channels();
   step->novel_spectra += out.novel_count;
   for (const NoveltyHit& hit : out.events) {
-    NoveltyEvent e;
-    e.frame_number = b.meta.frame_number;
-    e.acquisition_time_s = b.meta.acquisition_time_s;
-    e.hit = hit;
     // The thresholds in force when the frame was scored against them (the provisional one while calibrating).
-    e.deviance_threshold = deviance_threshold;
-    e.hotelling_threshold = hotelling_threshold;
-    e.false_alarm_rate = options_.monitor.detector.false_alarm_rate;
-    e.axis = b.meta.energy_axis;  // the frame's (the series' unless the frame states its own)
-    for (ChannelShare& c : e.hit.contributions) c.energy = e.axis.offset + e.axis.dispersion * c.channel;
-    e.rank = s.Rank();
-    e.model_version = s.ModelVersion();
-    e.spectra.resize(3 * static_cast<size_t>(d));
-    const auto raw = b.counts.col(hit.spectrum);
-    const auto rec = r.denoised.col(hit.spectrum);
-    std::copy(raw.data(), raw.data() + d, e.spectra.begin());
-    std::copy(rec.data(), rec.data() + d, e.spectra.begin() + d);
-    for (int j = 0; j < d; ++j) e.spectra[2 * static_cast<size_t>(d) + j] = raw(j) - rec(j);
-    step->events.push_back({series_.id, Notice{Notice::Level::kInfo,
-                                               Format("series '%s': novelty at (%u, %u) pass %u, frame %llu: "
-                                                      "deviance z %.2f (threshold %.2f), T2 %.1f, region %u",
-                                                      series_.id.c_str(), hit.position.x, hit.position.y,
-                                                      hit.position.pass,
-                                                      static_cast<unsigned long long>(b.meta.frame_number),
-                                                      hit.deviance_z, e.deviance_threshold, hit.hotelling_t2,
-                                                      hit.region_id)}});
-    step->events.push_back({series_.id, std::move(e)});
+    step->events.push_back({series_.id, MakeNoveltyEvent(hit, b.meta.frame_number, b.meta.acquisition_time_s,
+                                                         b.meta.energy_axis, b.counts.col(hit.spectrum),
+                                                         r.denoised.col(hit.spectrum), deviance_threshold,
+                                                         hotelling_threshold, s.Rank(), s.ModelVersion(), step)});
   }
   for (const NoveltyRegion& region_update : out.regions) {
     RegionEvent e;
@@ -351,6 +332,132 @@ void Session::MonitorFrame(const SpectrumBatch& b, const FrameScores& s, ModelWo
   work->shift_model_channels = out.shift_model_channels;
   work->take_subspace_reference = out.take_subspace_reference;
   work->drop_subspace_reference = out.drop_subspace_reference;
+}
+
+NoveltyEvent Session::MakeNoveltyEvent(const NoveltyHit& hit, uint64_t frame_number, double acquisition_time_s,
+                                       const EnergyAxis& axis, const Eigen::Ref<const Eigen::VectorXf>& raw,
+                                       const Eigen::Ref<const Eigen::VectorXf>& rec, double deviance_threshold,
+                                       double hotelling_threshold, uint32_t rank, uint64_t model_version,
+                                       SessionStep* step) {
+  NoveltyEvent e;
+  e.frame_number = frame_number;
+  e.acquisition_time_s = acquisition_time_s;
+  e.hit = hit;
+  e.deviance_threshold = deviance_threshold;
+  e.hotelling_threshold = hotelling_threshold;
+  e.false_alarm_rate = options_.monitor.detector.false_alarm_rate;
+  e.axis = axis;  // the frame's (the series' unless the frame states its own)
+  for (ChannelShare& c : e.hit.contributions) c.energy = e.axis.offset + e.axis.dispersion * c.channel;
+  e.rank = rank;
+  e.model_version = model_version;
+  const auto d = static_cast<size_t>(raw.size());
+  e.spectra.resize(3 * d);
+  std::copy(raw.data(), raw.data() + d, e.spectra.begin());
+  std::copy(rec.data(), rec.data() + d, e.spectra.begin() + static_cast<std::ptrdiff_t>(d));
+  for (size_t j = 0; j < d; ++j) e.spectra[2 * d + j] = raw(static_cast<Eigen::Index>(j)) - rec(static_cast<Eigen::Index>(j));
+  step->events.push_back({series_.id, Notice{Notice::Level::kInfo,
+                                             Format("series '%s': novelty at (%u, %u) pass %u, frame %llu: "
+                                                    "deviance z %.2f (threshold %.2f), T2 %.1f, region %u",
+                                                    series_.id.c_str(), hit.position.x, hit.position.y,
+                                                    hit.position.pass, static_cast<unsigned long long>(frame_number),
+                                                    hit.deviance_z, e.deviance_threshold, hit.hotelling_t2,
+                                                    hit.region_id)}});
+  return e;
+}
+
+void Session::KeepCandidates(const SpectrumBatch& b, const FrameScores& s) {
+  if (!monitor_ || !options_.monitor.novelty || !options_.monitor.retrospective.enabled) return;
+  if (s.Usable() && !s.weighted) return;  // no deviance score for this data, now or at the pass end
+  const OutlierGuard& guard = monitor_->guard();
+  const bool standardised = std::isfinite(guard.bound());
+  const double sigma = options_.monitor.retrospective.candidate_sigma;
+  const auto m = static_cast<size_t>(b.Spectra());
+  for (size_t i = 0; i < m && i < b.positions.size(); ++i) {
+    if (monitor_out_.novel.size() == m && monitor_out_.novel[i]) continue;
+    RetrospectiveCandidate c;
+    c.priority = std::numeric_limits<double>::infinity();
+    if (s.Usable() && static_cast<size_t>(s.result.deviance_z.size()) == m) {
+      c.live_z = s.result.deviance_z(static_cast<Eigen::Index>(i));
+      if (standardised) {
+        c.priority = (c.live_z - guard.location()) / guard.scale();
+        if (!(c.priority > sigma)) continue;
+      }
+    }
+    c.position = b.positions[i];
+    c.frame_number = b.meta.frame_number;
+    c.spectrum_index = static_cast<uint32_t>(i);
+    c.acquisition_time_s = b.meta.acquisition_time_s;
+    c.counts = b.counts.col(static_cast<Eigen::Index>(i));
+    retrospective_.Offer(std::move(c));
+  }
+}
+
+void Session::ScoreRetrospectively(PassMap* map, SessionStep* step) {
+  std::vector<RetrospectiveCandidate> candidates = retrospective_.Take(map->pass);
+  if (!monitor_ || candidates.empty()) return;
+  const std::shared_ptr<const PcaModel> model = Model();
+  if (!model || !model->Weighted() || model->spectra_seen <= 0.0 || model->rank <= 0) return;
+  const auto d = model->mean.size();
+  std::vector<RetrospectiveCandidate> usable;
+  for (RetrospectiveCandidate& c : candidates) {
+    if (c.counts.size() == d) usable.push_back(std::move(c));  // a channel-count change leaves the others behind
+  }
+  const auto m = static_cast<Eigen::Index>(usable.size());
+  if (m == 0) return;
+  CountsMatrix counts(d, m);
+  std::vector<ScanPosition> positions(usable.size());
+  std::vector<uint32_t> index(usable.size());
+  std::vector<uint64_t> frames(usable.size());
+  for (Eigen::Index i = 0; i < m; ++i) {
+    const RetrospectiveCandidate& c = usable[static_cast<size_t>(i)];
+    counts.col(i) = c.counts;
+    positions[static_cast<size_t>(i)] = c.position;
+    index[static_cast<size_t>(i)] = c.spectrum_index;
+    frames[static_cast<size_t>(i)] = c.frame_number;
+  }
+  DenoiseResult r;
+  Denoise(*model, counts, &r);
+  const double deviance_threshold = monitor_->deviance_threshold();
+  monitor_->Rescore(positions, index, frames, counts, r, &retrospective_out_);
+  const MonitorOutput& out = retrospective_out_;
+  // The map carries the pass-end scores of what was scored again.
+  const uint32_t width = map->shape.width;
+  const bool mapped = map->statistic == "deviance_z" && !map->values.empty();
+  for (Eigen::Index i = 0; i < m; ++i) {
+    const ScanPosition& p = positions[static_cast<size_t>(i)];
+    if (!mapped || p.x >= width || p.y >= map->shape.height) continue;
+    float& v = map->values[static_cast<size_t>(p.y) * width + p.x];
+    if (std::isnan(v)) ++map->positions_scored;
+    v = r.deviance_z(i);
+    map->novel_positions += out.novel[static_cast<size_t>(i)];
+  }
+  if (mapped) map->summary = SummariseRobust(map->values, residual_maps_.outlier_sigma());
+  step->novel_spectra += out.novel_count;
+  size_t next = 0;  // hits come in candidate order
+  for (const NoveltyHit& hit : out.events) {
+    const auto same = [&](size_t k) {
+      const ScanPosition& p = positions[k];
+      return p.x == hit.position.x && p.y == hit.position.y && p.pass == hit.position.pass && index[k] == hit.spectrum;
+    };
+    while (next < usable.size() && !same(next)) {
+      ++next;
+    }
+    if (next == usable.size()) break;
+    const RetrospectiveCandidate& c = usable[next];
+    NoveltyEvent e = MakeNoveltyEvent(hit, c.frame_number, c.acquisition_time_s, series_.energy_axis, c.counts,
+                                      r.denoised.col(static_cast<Eigen::Index>(next)), deviance_threshold, 0.0,
+                                      static_cast<uint32_t>(model->rank), model->version, step);
+    e.retrospective = true;
+    step->events.push_back({series_.id, std::move(e)});
+  }
+  for (const NoveltyRegion& region_update : out.regions) {
+    RegionEvent e;
+    e.region = region_update;
+    for (const RegionMerge& merge : out.merges) {
+      if (merge.into_id == region_update.id) e.merged_region_ids.push_back(merge.absorbed_id);
+    }
+    step->events.push_back({series_.id, std::move(e)});
+  }
 }
 
 void Session::EmitCalibrations(const MonitorOutput& out, SessionStep* step) {
@@ -563,6 +670,7 @@ void Session::MapResiduals(const SpectrumBatch& b, const FrameScores& s, const s
 
 void Session::EmitPassEnd(std::optional<PassMap> map, SessionStep* step) {
   if (!map) return;
+  ScoreRetrospectively(&*map, step);
   const uint32_t pass = map->pass;
   const std::string closed_by = map->closed_by;
   const RobustSummary& sm = map->summary;

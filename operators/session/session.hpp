@@ -217,6 +217,17 @@ class Session {
   void MonitorStart(const SeriesInfo& series, SessionStep* step);
   void MonitorFrame(const SpectrumBatch& b, const FrameScores& s, ModelWork* work, SessionStep* step);
   void EmitCalibrations(const MonitorOutput& out, SessionStep* step);
+  /// Offers the frame's spectra not flagged live to the retrospective buffer (retrospective_buffer.hpp).
+  void KeepCandidates(const SpectrumBatch& b, const FrameScores& s);
+  /// At the end of `map`'s pass: its candidates scored again with the model now; novel ones published as
+  /// retrospective novelty events (and their regions), the map's values and novel count updated.
+  void ScoreRetrospectively(PassMap* map, SessionStep* step);
+  /// A novelty event for `hit` (its spectra: raw and reconstruction columns), with the thresholds in force.
+  NoveltyEvent MakeNoveltyEvent(const NoveltyHit& hit, uint64_t frame_number, double acquisition_time_s,
+                                const EnergyAxis& axis, const Eigen::Ref<const Eigen::VectorXf>& raw,
+                                const Eigen::Ref<const Eigen::VectorXf>& reconstruction, double deviance_threshold,
+                                double hotelling_threshold, uint32_t rank, uint64_t model_version,
+                                SessionStep* step);
   void DoseStart(const SeriesInfo& series);
   void DoseFrame(const SpectrumBatch& b, std::span<const uint8_t> novel, double now_s, SessionStep* step);
   void EmitDamage(const DamageReport& r, uint64_t frame_number, double time_s, SessionStep* step);
@@ -260,6 +271,8 @@ class Session {
   // ... the monitor.
   std::unique_ptr<OperandoMonitor> monitor_;  // null when no monitoring is on
   MonitorOutput monitor_out_;
+  MonitorOutput retrospective_out_;
+  RetrospectiveBuffer retrospective_;  // candidates of the open pass(es), scored again at each pass end
   FrameTimes frame_times_{1u << 16};
   // ... the dose ledger, advisor and damage tracker.
   DoseLedger ledger_;

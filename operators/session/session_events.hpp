@@ -56,8 +56,11 @@ struct CalibrationEvent {
 
 /// The first spectrum of a new novelty region (topic novelty, NoveltyEvent).
 struct NoveltyEvent {
-  uint64_t frame_number = 0;
-  double acquisition_time_s = 0.0;
+  uint64_t frame_number = 0;         ///< of the spectrum's frame (also for a retrospective event)
+  double acquisition_time_s = 0.0;   ///< of the spectrum's frame
+  /// Found at its pass end by the pass-end model, not flagged live (retrospective_buffer.hpp); the thresholds,
+  /// rank and model version are those of the rescoring.
+  bool retrospective = false;
   NoveltyHit hit;
   double deviance_threshold = 0.0;
   double hotelling_threshold = 0.0;  ///< 0 when Hotelling is off

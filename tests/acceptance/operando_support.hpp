@@ -28,6 +28,8 @@ struct OperandoRecord {
   std::vector<float> z, t2;                  ///< per spectrum: deviance_z and Hotelling T² (0 unscored)
   uint64_t first_monitored_spectrum = UINT64_MAX;
   uint64_t regions_reported = 0;
+  uint64_t retrospective_events = 0;         ///< novelty events marked retrospective (pass ends)
+  std::vector<ResidualMapEvent> maps;        ///< pass maps, in order (with their pass-end rescoring)
   double total_shift_applied = 0;            ///< sum of the model shifts (energy correction)
   int DriftCount(const std::string& kind) const {
     int n = 0;
@@ -45,6 +47,11 @@ class OperandoLoop {
   /// The deviance threshold in force now (0: none), as the status reports it.
   double Threshold() { return driver_.session().Status().novelty_threshold; }
   const OperandoMonitor& monitor() { return *driver_.session().monitor(); }
+
+  /// The series' end (its last pass map with the pass-end rescoring), appended to `record`.
+  void End(OperandoRecord* record) {
+    for (const SeriesEvent& e : driver_.End()) Record(e, 0, record);
+  }
 
   /// Runs frames [first, last) and appends to `record`.
   void Run(uint64_t first, uint64_t last, OperandoRecord* record) {
@@ -80,8 +87,14 @@ class OperandoLoop {
  private:
   static void Record(const SeriesEvent& e, uint64_t base, OperandoRecord* record) {
     if (const auto* n = std::get_if<NoveltyEvent>(&e.event)) {
+      if (n->retrospective) {
+        ++record->retrospective_events;
+        return;
+      }
       record->events.push_back(n->hit);
       record->event_spectrum.push_back(base + n->hit.spectrum);
+    } else if (const auto* map = std::get_if<ResidualMapEvent>(&e.event)) {
+      record->maps.push_back(*map);
     } else if (std::holds_alternative<RegionEvent>(e.event)) {
       ++record->regions_reported;
     } else if (const auto* d = std::get_if<DriftEvent>(&e.event)) {

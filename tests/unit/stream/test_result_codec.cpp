@@ -134,6 +134,7 @@ TEST_CASE("every event the session reports reads back from its message as the se
         CHECK(ne.deviance_z() == n->hit.deviance_z);
         CHECK(ne.deviance_threshold() == n->deviance_threshold);
         CHECK(ne.region_id() == n->hit.region_id);
+        CHECK(ne.retrospective() == n->retrospective);
         CHECK(ne.channel_count() == kChannels);
         CHECK(ne.energy_axis().dispersion() == 2.0);
         CHECK(PayloadAs<float>(m->payload) == n->spectra);
@@ -188,6 +189,32 @@ TEST_CASE("every event the session reports reads back from its message as the se
     CAPTURE(kind);
     CHECK(kinds.count(kind) == 1);
   }
+}
+
+TEST_CASE("a retrospective novelty event says so, with the spectrum's own frame, index, position and time") {
+  const stream::ResultCodec codec(/*omit_denoised_spectra=*/false);
+  NoveltyEvent n;
+  n.retrospective = true;
+  n.frame_number = 17;
+  n.acquisition_time_s = 0.25;
+  n.hit.spectrum = 5;
+  n.hit.position = ScanPosition{3, 4, 0};
+  n.hit.by_deviance = true;
+  n.hit.deviance_z = 12.5;
+  n.deviance_threshold = 6.0;
+  n.spectra.assign(6, 1.0f);
+  const std::optional<stream::EncodedMessage> m = codec.Encode(SeriesEvent{"s", n});
+  REQUIRE(m.has_value());
+  const wire::NoveltyEvent e = RoundTrip(*m->envelope).novelty_event();
+  CHECK(e.retrospective());
+  CHECK(e.frame_number() == 17);
+  CHECK(e.spectrum_index() == 5);
+  CHECK(e.position().x() == 3);
+  CHECK(e.position().y() == 4);
+  CHECK(e.acquisition_time_s() == 0.25);
+  CHECK(e.deviance_threshold() == 6.0);
+  n.retrospective = false;
+  CHECK_FALSE(RoundTrip(*codec.Encode(SeriesEvent{"s", n})->envelope).novelty_event().retrospective());
 }
 
 TEST_CASE("the status message states the facts it was given") {

@@ -99,7 +99,9 @@ TEST_CASE("Score: raw counts until the model is warm, then exactly the denoiser 
 
 TEST_CASE("Consume: one denoised marker per frame; each pass's residual map holds the frames' scores, its dose map "
           "follows it") {
-  Session session(SmallOptions());
+  SessionOptions options = SmallOptions();
+  options.monitor.retrospective.enabled = false;  // the live scores only (the pass-end rescoring: below)
+  Session session(options);
   std::mt19937 rng(2);
   constexpr uint32_t kHeight = 4;
   for (uint32_t k = 0; k < 8; ++k) Run(session, MakeFrame("warm", k, k % kHeight, k / kHeight, kHeight, rng));
@@ -145,6 +147,54 @@ TEST_CASE("Consume: one denoised marker per frame; each pass's residual map hold
   const double d = DosePerSpectrum_e_per_A2(50, 1e-5, 1);
   for (double v : dose->position_dose_e_per_A2) CHECK(v == doctest::Approx(d));
   CHECK(All<DenoisedFrameEvent>(events).size() == 8);
+}
+
+TEST_CASE("pass end: the spectra seen before the model existed are scored again with the pass-end model; the map "
+          "carries those scores and its summary is of what it carries") {
+  Session session(SmallOptions());
+  std::mt19937 rng(4);
+  constexpr uint32_t kHeight = 8;
+  std::vector<BatchPtr> frames;
+  std::vector<SeriesEvent> events;
+  const SessionStep start = session.StartSeries(SeriesInfo{.id = "late", .channel_count = 64,
+                                                           .scan_shape = ScanShape{kWidth, kHeight}});
+  std::vector<uint8_t> live_scored(kWidth * kHeight, 0);
+  std::shared_ptr<const PcaModel> pass_end;
+  for (uint32_t k = 0; k < kHeight; ++k) {
+    const BatchPtr b = MakeFrame("late", k, k, 0, kHeight, rng);
+    // The last line completes the pass: its map closes in that frame's Consume, before the frame is learnt.
+    pass_end = session.Model();
+    const FrameScoresPtr s = session.Score(*b);
+    for (uint32_t i = 0; i < kWidth; ++i) live_scored[k * kWidth + i] = s->Usable() && s->weighted;
+    frames.push_back(b);
+    SessionStep step = session.Consume(b, s, 0.0);
+    events.insert(events.end(), step.events.begin(), step.events.end());
+    for (const ModelWork& w : step.model_work) session.Install(session.Learn(w));
+  }
+  REQUIRE_FALSE(live_scored[0]);  // the first frame came before any model
+  const SessionStep end = session.EndSeries(SeriesEndInfo{"late", kHeight, kWidth * kHeight});
+  events.insert(events.end(), end.events.begin(), end.events.end());
+  const std::vector<const ResidualMapEvent*> maps = All<ResidualMapEvent>(events);
+  REQUIRE(maps.size() == 1);
+  const PassMap& map = maps[0]->map;
+  // Every position unscored live holds its score under the pass-end model, computed here independently.
+  DenoiseResult r;
+  uint64_t rescored = 0;
+  for (uint32_t k = 0; k < kHeight; ++k) {
+    Denoise(*pass_end, frames[k]->counts, &r);
+    for (uint32_t i = 0; i < kWidth; ++i) {
+      if (live_scored[k * kWidth + i]) continue;
+      CAPTURE(k);
+      CAPTURE(i);
+      CHECK(map.values[k * kWidth + i] == doctest::Approx(r.deviance_z(i)).epsilon(1e-5));
+      ++rescored;
+    }
+  }
+  CHECK(rescored >= kWidth);
+  CHECK(map.positions_scored == kWidth * kHeight);
+  const RobustSummary again = SummariseRobust(map.values, 5.0);
+  CHECK(map.summary.median == again.median);
+  CHECK(map.summary.count == kWidth * kHeight);
 }
 
 TEST_CASE("the caller may skip a frame's learning and freeze the model; a new channel count restarts the model and "

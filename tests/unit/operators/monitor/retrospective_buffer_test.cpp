@@ -1,0 +1,61 @@
+// RetrospectiveBuffer: candidates kept per pass up to a bound, the lowest-priority ones dropped for room.
+#include "operators/monitor/retrospective_buffer.hpp"
+
+#include "operators/core/config_error.hpp"
+
+#include <doctest/doctest.h>
+
+#include <limits>
+#include <vector>
+
+namespace specwatch {
+namespace {
+
+RetrospectiveCandidate Candidate(uint32_t x, uint32_t pass, double priority) {
+  RetrospectiveCandidate c;
+  c.position = ScanPosition{x, 0, pass};
+  c.priority = priority;
+  c.counts = Eigen::VectorXf::Constant(4, static_cast<float>(x));
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("retrospective buffer: keeps up to max_spectra, evicts the lowest priority, hands out one pass") {
+  RetrospectiveOptions o;
+  o.max_spectra = 3;
+  RetrospectiveBuffer b(o);
+  b.Offer(Candidate(1, 0, 5.0));
+  b.Offer(Candidate(2, 0, std::numeric_limits<double>::infinity()));  // unscored: ranks highest
+  b.Offer(Candidate(3, 1, 4.0));
+  CHECK(b.size() == 3);
+  b.Offer(Candidate(4, 0, 3.5));  // below every kept one: dropped
+  CHECK(b.size() == 3);
+  CHECK(b.evicted() == 1);
+  b.Offer(Candidate(5, 0, 9.0));  // evicts x = 3 (priority 4)
+  CHECK(b.evicted() == 2);
+  const std::vector<RetrospectiveCandidate> pass0 = b.Take(0);
+  REQUIRE(pass0.size() == 3);
+  CHECK(pass0[0].position.x == 1);  // arrival order
+  CHECK(pass0[1].position.x == 2);
+  CHECK(pass0[2].position.x == 5);
+  CHECK(pass0[2].counts(0) == 5.0f);
+  CHECK(b.size() == 0);
+  CHECK(b.Take(1).empty());  // evicted
+}
+
+TEST_CASE("retrospective buffer: disabled keeps nothing; options validated") {
+  RetrospectiveOptions off;
+  off.enabled = false;
+  RetrospectiveBuffer b(off);
+  b.Offer(Candidate(1, 0, 1.0));
+  CHECK(b.size() == 0);
+  RetrospectiveOptions bad;
+  bad.max_spectra = 0;
+  CHECK_THROWS_AS(RetrospectiveBuffer{bad}, ConfigError);
+  bad = RetrospectiveOptions{};
+  bad.candidate_sigma = -1.0;
+  CHECK_THROWS_AS(RetrospectiveBuffer{bad}, ConfigError);
+}
+
+}  // namespace specwatch
