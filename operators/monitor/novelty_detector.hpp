@@ -17,7 +17,8 @@
 ///   When calibration_spectra samples are in, both tails are fitted; if a fit fails the detector keeps
 ///   collecting (samples capped at 4 x calibration_spectra, the oldest dropped) and refits every
 ///   calibration_spectra / 4 more samples, rather than monitor with a bad threshold.
-/// - monitoring: the thresholds are fixed; novel spectra are published and never learnt. When the novel
+/// - monitoring: the thresholds are fixed; novel spectra are published and never learnt (OperandoMonitor does not
+///   give the detector first-visit spectra it lets through as common: those are learnt). When the novel
 ///   fraction of the last regime_window_spectra spectra reaches regime_fraction and stays there for
 ///   regime_min_span_spectra, what is novel is no longer rare:
 ///   a regime change is reported once, and the detector absorbs.

@@ -30,6 +30,7 @@ void MonitorOptions::Validate() const {
 void MonitorOutput::Clear() {
   learn.clear();
   novel.clear();
+  released.clear();
   novel_count = 0;
   events.clear();
   regions.clear();
@@ -145,9 +146,20 @@ void OperandoMonitor::ObserveNovelty(const MonitorFrame& frame, MonitorOutput* o
   const size_t m = static_cast<size_t>(frame.counts.cols());
   // Until the fitted thresholds are in force, the guard's provisional threshold flags rare outliers: held out of
   // the model and of the calibration, and published. While they are, it only follows the scores.
+  const bool mature = frame.model && frame.model->spectra_seen >= options_.min_model_spectra;
+  if (mature && last_rank_ >= 0 && frame.rank != last_rank_) {
+    // T² has one term per component and z another reconstruction: the fitted thresholds no longer hold. The
+    // guard's provisional threshold is in force from this frame on.
+    detector_.Recalibrate();
+    cusum_.Reset();
+    cusum_running_ = false;
+    ReportCalibration("rank_change", out);
+  }
+  if (mature) last_rank_ = frame.rank;
   const bool guarding = detector_.state() == NoveltyState::kCalibrating;
   guarded_.assign(m, 0);
   first_visit_common_.assign(m, 0);
+  out->released.assign(m, 0);
   for (size_t i = 0; i < m; ++i) {
     const float z = r.deviance_z[static_cast<Eigen::Index>(i)];
     if (!std::isfinite(z)) continue;
@@ -159,12 +171,18 @@ void OperandoMonitor::ObserveNovelty(const MonitorFrame& frame, MonitorOutput* o
                                               ? detector_.deviance_fit().threshold
                                               : std::numeric_limits<double>::infinity());
       first_visit_common_[i] = common && i < frame.positions.size() && frame.positions[i].pass == 0;
-    } else if (guard_.Screen(z)) {
-      guarded_[i] = 1;
-      Flag(frame, i, /*by_deviance=*/true, /*by_hotelling=*/false, guard_.TailProbability(z), out);
+      out->released[i] = first_visit_common_[i];
+    } else {
+      const double bound = guard_.bound();  // the one this spectrum is judged by (Screen may refresh it)
+      const uint64_t released_before = guard_.released();
+      if (guard_.Screen(z)) {
+        guarded_[i] = 1;
+        Flag(frame, i, /*by_deviance=*/true, /*by_hotelling=*/false, guard_.TailProbability(z), bound, out);
+      }
+      out->released[i] = guard_.released() != released_before;
     }
   }
-  if (frame.model && frame.model->spectra_seen >= options_.min_model_spectra) ObserveDetector(frame, out);
+  if (mature) ObserveDetector(frame, out);
   TakeRegionChanges(out);
 }
 
@@ -175,20 +193,20 @@ void OperandoMonitor::TakeRegionChanges(MonitorOutput* out) {
 }
 
 void OperandoMonitor::Flag(const MonitorFrame& frame, size_t i, bool by_deviance, bool by_hotelling,
-                           double tail_probability, MonitorOutput* out) {
+                           double tail_probability, double deviance_threshold, MonitorOutput* out) {
   out->learn[i] = 0;
   out->novel[i] = 1;
   ++out->novel_count;
   ++novel_total_;
   if (i >= frame.positions.size()) return;
   AddNovel(frame.positions[i], static_cast<uint32_t>(i), frame.frame_number, frame.counts, *frame.result,
-           static_cast<Eigen::Index>(i), by_deviance, by_hotelling, tail_probability, out);
+           static_cast<Eigen::Index>(i), by_deviance, by_hotelling, tail_probability, deviance_threshold, out);
 }
 
 void OperandoMonitor::AddNovel(const ScanPosition& position, uint32_t spectrum_index, uint64_t frame_number,
                                const Eigen::Ref<const CountsMatrix>& counts_matrix, const DenoiseResult& r,
                                Eigen::Index column, bool by_deviance, bool by_hotelling, double tail_probability,
-                               MonitorOutput* out) {
+                               double deviance_threshold, MonitorOutput* out) {
   const auto counts = counts_matrix.col(column);
   const RegionAddResult added =
       regions_.Add(position, std::span<const float>(counts.data(), static_cast<size_t>(counts.size())),
@@ -202,6 +220,7 @@ void OperandoMonitor::AddNovel(const ScanPosition& position, uint32_t spectrum_i
   hit.by_deviance = by_deviance;
   hit.by_hotelling = by_hotelling;
   hit.tail_probability = tail_probability;
+  hit.deviance_threshold = deviance_threshold;
   hit.region_id = added.region_id;
   const auto reconstruction = r.denoised.col(column);
   for (const DevianceContribution& c : TopDevianceChannels(counts, reconstruction, options_.contributions)) {
@@ -232,7 +251,7 @@ void OperandoMonitor::Rescore(std::span<const ScanPosition> positions, std::span
     ++out->novel_count;
     ++novel_total_;
     const double p = fitted ? detector_.deviance_fit().TailProbability(z) : guard_.TailProbability(z);
-    AddNovel(positions[i], spectrum_index[i], frame_numbers[i], counts, r, c, true, false, p, out);
+    AddNovel(positions[i], spectrum_index[i], frame_numbers[i], counts, r, c, true, false, p, threshold, out);
   }
   TakeRegionChanges(out);
 }
@@ -241,15 +260,6 @@ void OperandoMonitor::ObserveDetector(const MonitorFrame& frame, MonitorOutput* 
   const DenoiseResult& r = *frame.result;
   const size_t m = static_cast<size_t>(frame.counts.cols());
   const bool guarding = detector_.state() == NoveltyState::kCalibrating;
-  if (last_rank_ >= 0 && frame.rank != last_rank_) {
-    // T² has one term per component and z another reconstruction: the fitted thresholds no longer hold. The
-    // guard's provisional threshold is in force meanwhile (from the next frame).
-    detector_.Recalibrate();
-    cusum_.Reset();
-    cusum_running_ = false;
-    ReportCalibration("rank_change", out);
-  }
-  last_rank_ = frame.rank;
   std::span<const uint8_t> in_reference;
   if (reference_ || guarding) {
     in_reference_.resize(m);
@@ -286,7 +296,7 @@ void OperandoMonitor::ObserveDetector(const MonitorFrame& frame, MonitorOutput* 
     double p = 1.0;
     if (by_deviance) p = std::min(p, detector_.deviance_fit().TailProbability(z));
     if (by_hotelling) p = std::min(p, detector_.hotelling_fit().TailProbability(t2));
-    Flag(frame, i, by_deviance, by_hotelling, p, out);
+    Flag(frame, i, by_deviance, by_hotelling, p, dev_threshold, out);
   }
   // Before a new phase resets the regions: what this frame did to them is published first.
   TakeRegionChanges(out);

@@ -3,8 +3,12 @@
 /// in frame order, after the model has reconstructed it.
 ///
 ///   novelty   NoveltyDetector flags spectra whose standardised Poisson deviance (or Hotelling T²) passes a
-///             threshold learnt from a nominal calibration window for the configured false-alarm rate. Novel
-///             spectra are never learnt by the model nor used to calibrate. Adjacent novel positions form
+///             threshold learnt from a nominal calibration window for the configured false-alarm rate; until
+///             then (and after a rank change) OutlierGuard's provisional threshold for the same rate does, on the
+///             deviance. Novel spectra are never learnt by the model nor used to calibrate. What passes the
+///             threshold in force commonly (the guard's release rules) is not novel but a phase the model has yet
+///             to learn: learnt (MonitorOutput::released) — while calibrating, and on a first visit of the scan
+///             (pass 0) while monitoring. Adjacent novel positions form
 ///             regions (NoveltyRegions); a novelty event is reported for the first spectrum of a new region only,
 ///             so a revisited inclusion or a growing phase does not flood the client; regions report their growth.
 ///   new phase When novelty persists over regime_fraction of the recent spectra the sample changed: one drift
@@ -47,7 +51,7 @@ struct MonitorOptions {
   NoveltyOptions detector;
   int contributions = 8;               ///< channels listed per novelty event
   NoveltyRegionsOptions regions;
-  /// Holds rare outliers out of the model until the thresholds exist (outlier_guard.hpp).
+  /// The provisional threshold until the fitted ones exist, and the release rules (outlier_guard.hpp).
   OutlierGuardOptions guard;
   /// Spectra kept per pass and scored again with the pass-end model (retrospective_buffer.hpp; the Session's).
   RetrospectiveOptions retrospective;
@@ -116,6 +120,7 @@ struct NoveltyHit {
   double deviance_z = 0.0;
   double hotelling_t2 = 0.0;
   double tail_probability = 1.0;
+  double deviance_threshold = 0.0;  ///< the threshold on deviance_z it was judged by (the provisional one, a fit's)
   uint32_t region_id = 0;
   std::vector<ChannelShare> contributions;
 };
@@ -141,6 +146,9 @@ struct MonitorOutput {
   /// Per spectrum: 1 = the model may learn it (not novel, not excluded while calibrating).
   std::vector<uint8_t> learn;
   std::vector<uint8_t> novel;  ///< per spectrum: flagged
+  /// Per spectrum: above the threshold in force but let through as common (a phase the model has yet to learn):
+  /// learnt, not flagged, and not a retrospective candidate.
+  std::vector<uint8_t> released;
   uint32_t novel_count = 0;
   std::vector<NoveltyHit> events;
   std::vector<NoveltyRegion> regions;  ///< created, grown or merged by this frame
@@ -204,11 +212,12 @@ class OperandoMonitor {
   void ObserveDetector(const MonitorFrame& frame, MonitorOutput* out);
   /// Spectrum i of the frame is novel: not learnt, counted, added to the regions; an event if it starts one.
   void Flag(const MonitorFrame& frame, size_t i, bool by_deviance, bool by_hotelling, double tail_probability,
-            MonitorOutput* out);
+            double deviance_threshold, MonitorOutput* out);
   /// What Flag and Rescore share: spectrum `column` of `counts` / `r`, at `position`, is novel.
   void AddNovel(const ScanPosition& position, uint32_t spectrum_index, uint64_t frame_number,
                 const Eigen::Ref<const CountsMatrix>& counts, const DenoiseResult& r, Eigen::Index column,
-                bool by_deviance, bool by_hotelling, double tail_probability, MonitorOutput* out);
+                bool by_deviance, bool by_hotelling, double tail_probability, double deviance_threshold,
+                MonitorOutput* out);
   void TakeRegionChanges(MonitorOutput* out);
   void ObserveEnergy(const MonitorFrame& frame, MonitorOutput* out);
   void ObserveStatistics(const MonitorFrame& frame, MonitorOutput* out);

@@ -1,6 +1,6 @@
 #pragma once
 /// The provisional novelty threshold: novelty from the first scored spectra, before (and whenever) the novelty
-/// detector's tail fit is not in force (docs/science.md §6, docs/novelty_and_drift.md "From the first spectrum").
+/// detector's tail fit is not in force (docs/science.md §6 "Provisional threshold").
 ///
 /// The Poisson null of the deviance score z has mean 0 and sd 1 when the reconstruction is the true mean; a young
 /// model (a few hundred spectra, an estimated mean and basis) adds variance and moves the centre. So the guard

@@ -197,6 +197,8 @@ SessionStep Session::Consume(const BatchPtr& batch, const FrameScoresPtr& scores
       monitor_ && monitor_out_.novel_count > 0 ? std::make_shared<const std::vector<uint8_t>>(monitor_out_.novel)
                                                : nullptr;
   step.novel = novel;
+  // The model moves with an energy correction: spectra kept from before it would score as misaligned.
+  if (monitor_out_.shift_model_channels != 0.0) retrospective_.Clear();
   KeepCandidates(b, *scores);
   if (work.learn || work.HasMonitorOps()) step.model_work.push_back(std::move(work));
   step.events.push_back({b.meta.series_id, DenoisedFrameEvent{b.meta.frame_number,
@@ -254,7 +256,10 @@ void Session::MonitorFrame(const SpectrumBatch& b, const FrameScores& s, ModelWo
     MonitorStart(series_, step);
   }
   MonitorOutput pending;
-  if (monitor_reset_pending_.exchange(false)) monitor_->ModelReset(&pending);
+  if (monitor_reset_pending_.exchange(false)) {
+    monitor_->ModelReset(&pending);
+    retrospective_.Clear();
+  }
   bool recalibrate = false;
   std::optional<ScanRect> region;
   {
@@ -286,7 +291,6 @@ void Session::MonitorFrame(const SpectrumBatch& b, const FrameScores& s, ModelWo
   monitor_->Observe(f, &out);
 
   // Events: novelty hits, regions, calibrations, drift, in that order.
-  const int d = b.Channels();
   step->novel_spectra += out.novel_count;
   for (const NoveltyHit& hit : out.events) {
     // The thresholds in force when the frame was scored against them (the provisional one while calibrating).
@@ -343,7 +347,8 @@ NoveltyEvent Session::MakeNoveltyEvent(const NoveltyHit& hit, uint64_t frame_num
   e.frame_number = frame_number;
   e.acquisition_time_s = acquisition_time_s;
   e.hit = hit;
-  e.deviance_threshold = deviance_threshold;
+  // The threshold the spectrum was judged by (a provisional one may be refreshed within its frame).
+  e.deviance_threshold = hit.deviance_threshold > 0.0 ? hit.deviance_threshold : deviance_threshold;
   e.hotelling_threshold = hotelling_threshold;
   e.false_alarm_rate = options_.monitor.detector.false_alarm_rate;
   e.axis = axis;  // the frame's (the series' unless the frame states its own)
@@ -374,14 +379,15 @@ void Session::KeepCandidates(const SpectrumBatch& b, const FrameScores& s) {
   const auto m = static_cast<size_t>(b.Spectra());
   for (size_t i = 0; i < m && i < b.positions.size(); ++i) {
     if (monitor_out_.novel.size() == m && monitor_out_.novel[i]) continue;
+    // Let through as common: learnt on purpose (a phase the model was catching up with), not a miss.
+    if (monitor_out_.released.size() == m && monitor_out_.released[i]) continue;
     RetrospectiveCandidate c;
     c.priority = std::numeric_limits<double>::infinity();
     if (s.Usable() && static_cast<size_t>(s.result.deviance_z.size()) == m) {
       c.live_z = s.result.deviance_z(static_cast<Eigen::Index>(i));
-      if (standardised) {
-        c.priority = (c.live_z - guard.location()) / guard.scale();
-        if (!(c.priority > sigma)) continue;
-      }
+      if (!standardised) continue;  // scored, with no standardisation to rank it by (guard off): not kept
+      c.priority = (c.live_z - guard.location()) / guard.scale();
+      if (!(c.priority > sigma)) continue;
     }
     c.position = b.positions[i];
     c.frame_number = b.meta.frame_number;
@@ -432,6 +438,7 @@ void Session::ScoreRetrospectively(PassMap* map, SessionStep* step) {
     map->novel_positions += out.novel[static_cast<size_t>(i)];
   }
   if (mapped) map->summary = SummariseRobust(map->values, residual_maps_.outlier_sigma());
+  if (out.novel_count > 0) UpdateStatus();
   step->novel_spectra += out.novel_count;
   size_t next = 0;  // hits come in candidate order
   for (const NoveltyHit& hit : out.events) {

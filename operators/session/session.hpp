@@ -131,8 +131,8 @@ struct ModelStep {
 /// The state a status message or a dashboard shows (a copy).
 struct SessionStatus {
   std::string novelty_state = "off";  ///< "off", "waiting", "calibrating", "monitoring", "absorbing"
-  double novelty_threshold = 0.0;     ///< on deviance_z; 0 while not calibrated
-  double hotelling_threshold = 0.0;   ///< on Hotelling T²; 0 while not calibrated or off
+  double novelty_threshold = 0.0;     ///< on deviance_z, in force: fitted, or provisional while calibrating; 0: none
+  double hotelling_threshold = 0.0;   ///< on Hotelling T²; 0 while not monitoring or off
   uint64_t novel_spectra = 0;
   double energy_shift_channels = 0.0;
   double energy_shift_axis_units = 0.0;  ///< eV for axes in eV or keV; other axes in their own unit
