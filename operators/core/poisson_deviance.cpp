@@ -254,12 +254,13 @@ DevianceScore ScorePoissonDeviance(const Eigen::Ref<const Eigen::VectorXf>& coun
 
 std::vector<DevianceContribution> TopDevianceChannels(const Eigen::Ref<const Eigen::VectorXf>& counts,
                                                       const Eigen::Ref<const Eigen::VectorXf>& reconstruction,
-                                                      int n) {
+                                                      int n, const Eigen::ArrayXf* lower) {
   const Eigen::Index d = std::min(counts.size(), reconstruction.size());
   std::vector<DevianceContribution> all(static_cast<size_t>(d));
   for (Eigen::Index j = 0; j < d; ++j) {
     const float x = counts(j);
-    const float mu = std::max(reconstruction(j), kDevianceFloor);
+    float mu = std::max(reconstruction(j), kDevianceFloor);
+    if (lower != nullptr && j < lower->size()) mu = std::max(mu, (*lower)(j));
     const double excess = UnitDeviance(std::max(x, 0.0f), mu) - PoissonDevianceMean(mu);
     all[j] = {static_cast<int>(j), x, mu, static_cast<float>(excess), x > mu ? 1 : (x < mu ? -1 : 0)};
   }

@@ -77,8 +77,9 @@ struct DevianceContribution {
 
 /// The `n` channels with the largest excess deviance, largest first (fewer if the spectrum is shorter): the
 /// energies that make a novel spectrum novel. Cost O(D log n).
+/// `lower`, when given, floors μ per channel as in ScorePoissonDeviance (so the excess is the score's own).
 std::vector<DevianceContribution> TopDevianceChannels(const Eigen::Ref<const Eigen::VectorXf>& counts,
                                                       const Eigen::Ref<const Eigen::VectorXf>& reconstruction,
-                                                      int n);
+                                                      int n, const Eigen::ArrayXf* lower = nullptr);
 
 }  // namespace specwatch

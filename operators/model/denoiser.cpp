@@ -17,6 +17,12 @@ constexpr Eigen::Index kChunk = 64;
 
 }  // namespace
 
+Eigen::ArrayXf ReconstructionFloor(const PcaModel& model, float total) {
+  if (!model.Weighted()) return {};
+  return (model.mean.array() * model.channel_scale.array()).max(0.0f) * kReconstructionFloorFraction *
+         std::sqrt(std::max(total, 1.0f));
+}
+
 void Denoise(const PcaModel& model, const Eigen::Ref<const CountsMatrix>& spectra, DenoiseResult* out) {
   const Eigen::Index d = spectra.rows();
   const Eigen::Index m = spectra.cols();

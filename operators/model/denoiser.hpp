@@ -22,6 +22,10 @@ namespace specwatch {
 /// counts; 0.1 moved the median at 10^5 counts to 15, 0.01 the median at 100 counts to 0.6).
 inline constexpr float kReconstructionFloorFraction = 0.03f;
 
+/// That floor per channel, in counts, for a spectrum of `total` counts (a_i, floored at 1) under a weighted model;
+/// empty for an unweighted one.
+Eigen::ArrayXf ReconstructionFloor(const PcaModel& model, float total);
+
 struct DenoiseResult {
   CountsMatrix denoised;          ///< D x m
   Eigen::VectorXf residual_norm;  ///< m: ||x − x̂||₂ per spectrum, in counts

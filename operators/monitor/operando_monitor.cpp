@@ -200,13 +200,14 @@ void OperandoMonitor::Flag(const MonitorFrame& frame, size_t i, bool by_deviance
   ++novel_total_;
   if (i >= frame.positions.size()) return;
   AddNovel(frame.positions[i], static_cast<uint32_t>(i), frame.frame_number, frame.counts, *frame.result,
-           static_cast<Eigen::Index>(i), by_deviance, by_hotelling, tail_probability, deviance_threshold, out);
+           static_cast<Eigen::Index>(i), by_deviance, by_hotelling, tail_probability, deviance_threshold,
+           frame.model.get(), out);
 }
 
 void OperandoMonitor::AddNovel(const ScanPosition& position, uint32_t spectrum_index, uint64_t frame_number,
                                const Eigen::Ref<const CountsMatrix>& counts_matrix, const DenoiseResult& r,
                                Eigen::Index column, bool by_deviance, bool by_hotelling, double tail_probability,
-                               double deviance_threshold, MonitorOutput* out) {
+                               double deviance_threshold, const PcaModel* model, MonitorOutput* out) {
   const auto counts = counts_matrix.col(column);
   const RegionAddResult added =
       regions_.Add(position, std::span<const float>(counts.data(), static_cast<size_t>(counts.size())),
@@ -223,7 +224,11 @@ void OperandoMonitor::AddNovel(const ScanPosition& position, uint32_t spectrum_i
   hit.deviance_threshold = deviance_threshold;
   hit.region_id = added.region_id;
   const auto reconstruction = r.denoised.col(column);
-  for (const DevianceContribution& c : TopDevianceChannels(counts, reconstruction, options_.contributions)) {
+  // The score's own floor (denoiser.hpp), so each channel's excess is its share of the z that flagged it.
+  Eigen::ArrayXf lower;
+  if (model != nullptr && r.totals.size() > column) lower = ReconstructionFloor(*model, r.totals(column));
+  for (const DevianceContribution& c : TopDevianceChannels(counts, reconstruction, options_.contributions,
+                                                           lower.size() == counts.size() ? &lower : nullptr)) {
     hit.contributions.push_back({c.channel, series_.energy_axis.offset + series_.energy_axis.dispersion * c.channel,
                                  c.excess, c.counts, c.expected});
   }
@@ -232,7 +237,7 @@ void OperandoMonitor::AddNovel(const ScanPosition& position, uint32_t spectrum_i
 
 void OperandoMonitor::Rescore(std::span<const ScanPosition> positions, std::span<const uint32_t> spectrum_index,
                               std::span<const uint64_t> frame_numbers, const Eigen::Ref<const CountsMatrix>& counts,
-                              const DenoiseResult& r, MonitorOutput* out) {
+                              const DenoiseResult& r, const PcaModel* model, MonitorOutput* out) {
   out->Clear();
   const size_t m = positions.size();
   if (spectrum_index.size() != m || frame_numbers.size() != m || static_cast<size_t>(counts.cols()) != m ||
@@ -251,7 +256,7 @@ void OperandoMonitor::Rescore(std::span<const ScanPosition> positions, std::span
     ++out->novel_count;
     ++novel_total_;
     const double p = fitted ? detector_.deviance_fit().TailProbability(z) : guard_.TailProbability(z);
-    AddNovel(positions[i], spectrum_index[i], frame_numbers[i], counts, r, c, true, false, p, threshold, out);
+    AddNovel(positions[i], spectrum_index[i], frame_numbers[i], counts, r, c, true, false, p, threshold, model, out);
   }
   TakeRegionChanges(out);
 }

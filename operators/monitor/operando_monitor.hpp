@@ -182,10 +182,11 @@ class OperandoMonitor {
   /// again by the pass-end model (`r`: their reconstruction) against the deviance threshold in force now. Those
   /// above it are novel: out->novel[i] = 1, added to the regions, a hit in out->events when one starts a region
   /// (hit.spectrum = spectrum_index[i], the index within its own frame). Nothing when no threshold is in force.
+  /// `model` is the one that reconstructed them (for the contributions' floor; may be null).
   /// Neither the detector nor the guard sees these scores (they are not the live stream). `out` is cleared first.
   void Rescore(std::span<const ScanPosition> positions, std::span<const uint32_t> spectrum_index,
                std::span<const uint64_t> frame_numbers, const Eigen::Ref<const CountsMatrix>& counts,
-               const DenoiseResult& r, MonitorOutput* out);
+               const DenoiseResult& r, const PcaModel* model, MonitorOutput* out);
 
   const MonitorOptions& options() const { return options_; }
   const MonitorSeries& series() const { return series_; }
@@ -217,7 +218,7 @@ class OperandoMonitor {
   void AddNovel(const ScanPosition& position, uint32_t spectrum_index, uint64_t frame_number,
                 const Eigen::Ref<const CountsMatrix>& counts, const DenoiseResult& r, Eigen::Index column,
                 bool by_deviance, bool by_hotelling, double tail_probability, double deviance_threshold,
-                MonitorOutput* out);
+                const PcaModel* model, MonitorOutput* out);
   void TakeRegionChanges(MonitorOutput* out);
   void ObserveEnergy(const MonitorFrame& frame, MonitorOutput* out);
   void ObserveStatistics(const MonitorFrame& frame, MonitorOutput* out);

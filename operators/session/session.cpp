@@ -424,7 +424,7 @@ void Session::ScoreRetrospectively(PassMap* map, SessionStep* step) {
   DenoiseResult r;
   Denoise(*model, counts, &r);
   const double deviance_threshold = monitor_->deviance_threshold();
-  monitor_->Rescore(positions, index, frames, counts, r, &retrospective_out_);
+  monitor_->Rescore(positions, index, frames, counts, r, model.get(), &retrospective_out_);
   const MonitorOutput& out = retrospective_out_;
   // The map carries the pass-end scores of what was scored again.
   const uint32_t width = map->shape.width;

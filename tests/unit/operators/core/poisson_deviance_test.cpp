@@ -155,6 +155,17 @@ TEST_CASE("TopDevianceChannels: the channels of a missing line come first, with 
   }
   CHECK(TopDevianceChannels(x, mu, 0).empty());
   CHECK(TopDevianceChannels(x.head(3), mu.head(3), 10).size() == 3);
+  // A per-channel floor, as the score uses: a reconstruction at 0 where 3 counts came is scored against the floor.
+  x(7) = 3.0f;
+  Eigen::VectorXf rec = x.cwiseMax(1.0f);  // a reconstruction that explains every other channel
+  rec(7) = 0.0f;
+  const Eigen::ArrayXf lower = Eigen::ArrayXf::Constant(d, 0.5f);
+  const auto floored = TopDevianceChannels(x, rec, 1, &lower);
+  REQUIRE(floored.size() == 1);
+  CHECK(floored[0].channel == 7);
+  CHECK(floored[0].expected == 0.5f);
+  CHECK(floored[0].excess == doctest::Approx(UnitDeviance(3.0, 0.5) - PoissonDevianceMean(0.5)).epsilon(1e-4));
+  CHECK(TopDevianceChannels(x, rec, 1)[0].expected == kDevianceFloor);  // without it: the absolute floor
 }
 
 }  // namespace

@@ -76,6 +76,7 @@ TEST_CASE("Denoise: a weighted model's deviance_z is the exact standardised devi
     // The floor: 3 % of the model's mean spectrum at the spectrum's total (denoiser.hpp).
     const Eigen::ArrayXf lower = (model.mean.array() * model.channel_scale.array()).max(0.0f) *
                                  kReconstructionFloorFraction * std::sqrt(out.totals(j));
+    CHECK((ReconstructionFloor(model, out.totals(j)) - lower).abs().maxCoeff() < 1e-6f);
     const DevianceScore s = ScorePoissonDeviance(spectra.col(j), out.denoised.col(j), nullptr, &lower);
     CHECK(out.deviance_z(j) == doctest::Approx(s.z).epsilon(1e-4).scale(1.0));
     // ... which is (Dev − Σf)/sqrt(Σg) recomputed here in double from the moments.
