@@ -58,7 +58,7 @@ void Denoise(const PcaModel& model, const Eigen::Ref<const CountsMatrix>& spectr
   Eigen::ArrayXf mean_counts, lower;  // the model's mean spectrum per unit sqrt(total), and one spectrum's floor
   if (weighted) {
     totals = SpectrumTotals(spectra);
-    mean_counts = (model.mean.array() * model.channel_scale.array()).max(0.0f) * kReconstructionFloorFraction;
+    mean_counts = ReconstructionFloor(model, 1.0f);
   }
   // Hotelling T²: each score over its variance s_i² / n in the learnt data. A component with s_i = 0 carries
   // no learnt variance (and no score either): weight 0 rather than an infinity.

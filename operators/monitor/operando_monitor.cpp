@@ -158,7 +158,6 @@ void OperandoMonitor::ObserveNovelty(const MonitorFrame& frame, MonitorOutput* o
   if (mature) last_rank_ = frame.rank;
   const bool guarding = detector_.state() == NoveltyState::kCalibrating;
   guarded_.assign(m, 0);
-  first_visit_common_.assign(m, 0);
   out->released.assign(m, 0);
   for (size_t i = 0; i < m; ++i) {
     const float z = r.deviance_z[static_cast<Eigen::Index>(i)];
@@ -170,8 +169,7 @@ void OperandoMonitor::ObserveNovelty(const MonitorFrame& frame, MonitorOutput* o
       const bool common = guard_.Track(z, detector_.state() == NoveltyState::kMonitoring
                                               ? detector_.deviance_fit().threshold
                                               : std::numeric_limits<double>::infinity());
-      first_visit_common_[i] = common && i < frame.positions.size() && frame.positions[i].pass == 0;
-      out->released[i] = first_visit_common_[i];
+      out->released[i] = common && i < frame.positions.size() && frame.positions[i].pass == 0;
     } else {
       const double bound = guard_.bound();  // the one this spectrum is judged by (Screen may refresh it)
       const uint64_t released_before = guard_.released();
@@ -235,14 +233,14 @@ void OperandoMonitor::AddNovel(const ScanPosition& position, uint32_t spectrum_i
   out->events.push_back(std::move(hit));
 }
 
-void OperandoMonitor::Rescore(std::span<const ScanPosition> positions, std::span<const uint32_t> spectrum_index,
-                              std::span<const uint64_t> frame_numbers, const Eigen::Ref<const CountsMatrix>& counts,
+void OperandoMonitor::Rescore(std::span<const ScanPosition> positions, std::span<const uint64_t> frame_numbers,
+                              const Eigen::Ref<const CountsMatrix>& counts,
                               const DenoiseResult& r, const PcaModel* model, MonitorOutput* out) {
   out->Clear();
   const size_t m = positions.size();
-  if (spectrum_index.size() != m || frame_numbers.size() != m || static_cast<size_t>(counts.cols()) != m ||
+  if (frame_numbers.size() != m || static_cast<size_t>(counts.cols()) != m ||
       static_cast<size_t>(r.deviance_z.size()) != m) {
-    throw std::invalid_argument("OperandoMonitor::Rescore: positions, indices, frames and spectra disagree");
+    throw std::invalid_argument("OperandoMonitor::Rescore: positions, frames and spectra disagree");
   }
   out->novel.assign(m, 0);
   const double threshold = deviance_threshold();
@@ -256,7 +254,8 @@ void OperandoMonitor::Rescore(std::span<const ScanPosition> positions, std::span
     ++out->novel_count;
     ++novel_total_;
     const double p = fitted ? detector_.deviance_fit().TailProbability(z) : guard_.TailProbability(z);
-    AddNovel(positions[i], spectrum_index[i], frame_numbers[i], counts, r, c, true, false, p, threshold, model, out);
+    AddNovel(positions[i], static_cast<uint32_t>(i), frame_numbers[i], counts, r, c, true, false, p, threshold, model,
+             out);
   }
   TakeRegionChanges(out);
 }
@@ -275,15 +274,19 @@ void OperandoMonitor::ObserveDetector(const MonitorFrame& frame, MonitorOutput* 
     in_reference = in_reference_;
   }
   verdicts_.assign(m, NoveltyVerdict::kNominal);
-  // Spectra let through as common on a first visit are not scored by the detector (a NaN score is nominal and
-  // changes nothing there).
-  detector_z_.assign(r.deviance_z.data(), r.deviance_z.data() + m);
-  for (size_t i = 0; i < m; ++i) {
-    if (first_visit_common_[i]) detector_z_[i] = std::numeric_limits<float>::quiet_NaN();
+  // Spectra let through as common on a first visit (while monitoring) are not scored by the detector (a NaN
+  // score is nominal and changes nothing there); the frame's scores are copied only when there are some.
+  std::span<const float> z(r.deviance_z.data(), m);
+  if (!guarding && std::find(out->released.begin(), out->released.end(), uint8_t{1}) != out->released.end()) {
+    detector_z_.assign(z.begin(), z.end());
+    for (size_t i = 0; i < m; ++i) {
+      if (out->released[i]) detector_z_[i] = std::numeric_limits<float>::quiet_NaN();
+    }
+    z = detector_z_;
   }
   const NoveltyState before = detector_.state();
   const auto regime = detector_.Observe(
-      std::span<const float>(detector_z_.data(), m),
+      z,
       options_.detector.use_hotelling ? std::span<const float>(r.hotelling_t2.data(), m) : std::span<const float>(),
       in_reference, std::span<NoveltyVerdict>(verdicts_.data(), m));
   detector_spectra_ += m;

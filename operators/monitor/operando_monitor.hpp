@@ -181,11 +181,11 @@ class OperandoMonitor {
   /// Retrospective scoring at a pass end (retrospective_buffer.hpp): spectra of the pass, not flagged live, scored
   /// again by the pass-end model (`r`: their reconstruction) against the deviance threshold in force now. Those
   /// above it are novel: out->novel[i] = 1, added to the regions, a hit in out->events when one starts a region
-  /// (hit.spectrum = spectrum_index[i], the index within its own frame). Nothing when no threshold is in force.
+  /// (hit.spectrum = i, the column in `counts`). Nothing when no threshold is in force.
   /// `model` is the one that reconstructed them (for the contributions' floor; may be null).
   /// Neither the detector nor the guard sees these scores (they are not the live stream). `out` is cleared first.
-  void Rescore(std::span<const ScanPosition> positions, std::span<const uint32_t> spectrum_index,
-               std::span<const uint64_t> frame_numbers, const Eigen::Ref<const CountsMatrix>& counts,
+  void Rescore(std::span<const ScanPosition> positions, std::span<const uint64_t> frame_numbers,
+               const Eigen::Ref<const CountsMatrix>& counts,
                const DenoiseResult& r, const PcaModel* model, MonitorOutput* out);
 
   const MonitorOptions& options() const { return options_; }
@@ -247,7 +247,6 @@ class OperandoMonitor {
   uint64_t detector_spectra_ = 0;  // spectra given to the detector since construction (its own count)
   std::vector<uint8_t> in_reference_;  // workspace
   std::vector<uint8_t> guarded_;       // workspace: per spectrum, held out by the guard
-  std::vector<uint8_t> first_visit_common_;  // workspace: per spectrum, a first visit let through as common
   std::vector<float> detector_z_;      // workspace: the scores the detector sees
   std::vector<NoveltyVerdict> verdicts_;  // workspace
 };

@@ -299,14 +299,7 @@ void Session::MonitorFrame(const SpectrumBatch& b, const FrameScores& s, ModelWo
                                                          r.denoised.col(hit.spectrum), deviance_threshold,
                                                          hotelling_threshold, s.Rank(), s.ModelVersion(), step)});
   }
-  for (const NoveltyRegion& region_update : out.regions) {
-    RegionEvent e;
-    e.region = region_update;
-    for (const RegionMerge& merge : out.merges) {
-      if (merge.into_id == region_update.id) e.merged_region_ids.push_back(merge.absorbed_id);
-    }
-    step->events.push_back({series_.id, std::move(e)});
-  }
+  EmitRegions(out, step);
   EmitCalibrations(out, step);
   for (const DriftReport& dr : out.drifts) {
     DriftEvent e;
@@ -412,19 +405,17 @@ void Session::ScoreRetrospectively(PassMap* map, SessionStep* step) {
   if (m == 0) return;
   CountsMatrix counts(d, m);
   std::vector<ScanPosition> positions(usable.size());
-  std::vector<uint32_t> index(usable.size());
   std::vector<uint64_t> frames(usable.size());
   for (Eigen::Index i = 0; i < m; ++i) {
     const RetrospectiveCandidate& c = usable[static_cast<size_t>(i)];
     counts.col(i) = c.counts;
     positions[static_cast<size_t>(i)] = c.position;
-    index[static_cast<size_t>(i)] = c.spectrum_index;
     frames[static_cast<size_t>(i)] = c.frame_number;
   }
   DenoiseResult r;
   Denoise(*model, counts, &r);
   const double deviance_threshold = monitor_->deviance_threshold();
-  monitor_->Rescore(positions, index, frames, counts, r, model.get(), &retrospective_out_);
+  monitor_->Rescore(positions, frames, counts, r, model.get(), &retrospective_out_);
   const MonitorOutput& out = retrospective_out_;
   // The map carries the pass-end scores of what was scored again.
   const uint32_t width = map->shape.width;
@@ -440,23 +431,20 @@ void Session::ScoreRetrospectively(PassMap* map, SessionStep* step) {
   if (mapped) map->summary = SummariseRobust(map->values, residual_maps_.outlier_sigma());
   if (out.novel_count > 0) UpdateStatus();
   step->novel_spectra += out.novel_count;
-  size_t next = 0;  // hits come in candidate order
   for (const NoveltyHit& hit : out.events) {
-    const auto same = [&](size_t k) {
-      const ScanPosition& p = positions[k];
-      return p.x == hit.position.x && p.y == hit.position.y && p.pass == hit.position.pass && index[k] == hit.spectrum;
-    };
-    while (next < usable.size() && !same(next)) {
-      ++next;
-    }
-    if (next == usable.size()) break;
-    const RetrospectiveCandidate& c = usable[next];
+    const auto column = static_cast<Eigen::Index>(hit.spectrum);  // Rescore's hits index the candidates
+    const RetrospectiveCandidate& c = usable[hit.spectrum];
     NoveltyEvent e = MakeNoveltyEvent(hit, c.frame_number, c.acquisition_time_s, series_.energy_axis, c.counts,
-                                      r.denoised.col(static_cast<Eigen::Index>(next)), deviance_threshold, 0.0,
+                                      r.denoised.col(column), deviance_threshold, 0.0,
                                       static_cast<uint32_t>(model->rank), model->version, step);
+    e.hit.spectrum = c.spectrum_index;  // the index within its own frame
     e.retrospective = true;
     step->events.push_back({series_.id, std::move(e)});
   }
+  EmitRegions(out, step);
+}
+
+void Session::EmitRegions(const MonitorOutput& out, SessionStep* step) {
   for (const NoveltyRegion& region_update : out.regions) {
     RegionEvent e;
     e.region = region_update;

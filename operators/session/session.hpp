@@ -217,6 +217,7 @@ class Session {
   void MonitorStart(const SeriesInfo& series, SessionStep* step);
   void MonitorFrame(const SpectrumBatch& b, const FrameScores& s, ModelWork* work, SessionStep* step);
   void EmitCalibrations(const MonitorOutput& out, SessionStep* step);
+  void EmitRegions(const MonitorOutput& out, SessionStep* step);
   /// Offers the frame's spectra not flagged live to the retrospective buffer (retrospective_buffer.hpp).
   void KeepCandidates(const SpectrumBatch& b, const FrameScores& s);
   /// At the end of `map`'s pass: its candidates scored again with the model now; novel ones published as

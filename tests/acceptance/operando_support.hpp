@@ -29,6 +29,7 @@ struct OperandoRecord {
   uint64_t first_monitored_spectrum = UINT64_MAX;
   uint64_t regions_reported = 0;
   uint64_t retrospective_events = 0;         ///< novelty events marked retrospective (pass ends)
+  std::vector<NoveltyEvent> retrospective;   ///< those events, without their spectra
   std::vector<ResidualMapEvent> maps;        ///< pass maps, in order (with their pass-end rescoring)
   double total_shift_applied = 0;            ///< sum of the model shifts (energy correction)
   int DriftCount(const std::string& kind) const {
@@ -89,6 +90,9 @@ class OperandoLoop {
     if (const auto* n = std::get_if<NoveltyEvent>(&e.event)) {
       if (n->retrospective) {
         ++record->retrospective_events;
+        NoveltyEvent kept = *n;
+        kept.spectra.clear();
+        record->retrospective.push_back(std::move(kept));
         return;
       }
       record->events.push_back(n->hit);

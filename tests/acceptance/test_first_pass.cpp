@@ -68,6 +68,15 @@ FirstPass Run(uint32_t side, uint64_t seed, int learn_every = 1) {
   }
   loop.End(&r);
   f.retrospective_events = r.retrospective_events;
+  for (const NoveltyEvent& e : r.retrospective) {
+    // A retrospective event names its spectrum as it came: frame, index within it, position, time.
+    const sim::FrameInfo info = loop.frames().sim().Frame(e.frame_number);
+    const sim::SpectrumPosition p = loop.frames().sim().Position(info.start_index + e.hit.spectrum);
+    CHECK(e.hit.position.x == p.x);
+    CHECK(e.hit.position.y == p.y);
+    CHECK(e.acquisition_time_s == doctest::Approx(static_cast<double>(info.start_index) * o.DwellUs() * 1e-6));
+    CHECK(e.hit.deviance_z > e.deviance_threshold);
+  }
   REQUIRE(r.maps.size() == 1);  // one pass
   const ResidualMapEvent& map = r.maps.front();
   const sim::Simulator& sim = loop.frames().sim();
