@@ -44,6 +44,7 @@ void SubspaceOptions::Validate() const {
   RequireOption(reorthonormalize_every >= 1, "reorthonormalize_every", ">= 1", reorthonormalize_every);
   RequireOption(!auto_rank || (rank_min >= 1 && rank_min <= rank), "rank_min", "in [1, rank]", rank_min);
   RequireOption(rank_hysteresis >= 0.0 && rank_hysteresis < 0.5, "rank_hysteresis", "in [0, 0.5)", rank_hysteresis);
+  RequireOption(min_component_support >= 0, "min_component_support", ">= 0", min_component_support);
   RequireOption(implicit_residual_min_fraction > 0.0, "implicit_residual_min_fraction", "> 0",
                 implicit_residual_min_fraction);
 }

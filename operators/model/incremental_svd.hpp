@@ -28,6 +28,10 @@ struct SubspaceOptions {
   /// below τ·(1 − h), h = rank_hysteresis: one component hovering at τ must not flip the rank (and with it the
   /// novelty thresholds, recalibrated at every rank change) at each update.
   double rank_hysteresis = 0.1;
+  /// The first fit (StreamingModel, first_fit_screen.hpp): spectra of the first block that carry a component
+  /// supported by fewer spectra than this (leverage > 1 / min_component_support) are held out of it, so the
+  /// model is not born explaining a rare spectrum. 0: off.
+  int min_component_support = 10;
 
   /// A numerical choice, not a config field: an update leaves the residual R = C − U P implicit (RᵀR = CᵀC − PᵀP,
   /// R never formed, one GEMM fewer) when R holds more than this share of the block's centred variance, so the

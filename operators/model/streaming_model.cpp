@@ -1,5 +1,7 @@
 #include "operators/model/streaming_model.hpp"
 
+#include "operators/model/first_fit_screen.hpp"
+
 #include <algorithm>
 #include <cmath>
 
@@ -58,6 +60,16 @@ void StreamingModel::StartLearning() {
   // The kept spectra are already in b's sums: learnt, not accumulated again.
   ApplyWeights(kept_.leftCols(kept_cols_), weighting_.channel_scale(), SpectrumTotals(kept_.leftCols(kept_cols_)),
                &weighted_);
+  // The first fit learns no component that a handful of the block's spectra carry alone (first_fit_screen.hpp).
+  const FirstFitScreen screen = ScreenFirstBlock(weighted_, svd_.options());
+  if (screen.held_out > 0) {
+    Eigen::Index kept = 0;
+    for (Eigen::Index i = 0; i < weighted_.cols(); ++i) {
+      if (screen.keep[static_cast<size_t>(i)]) weighted_.col(kept++) = weighted_.col(i);
+    }
+    weighted_.conservativeResize(Eigen::NoChange, kept);
+    first_fit_held_out_ += static_cast<uint64_t>(screen.held_out);
+  }
   svd_.Add(weighted_);
   kept_cols_ = 0;
   kept_.resize(0, 0);

@@ -4,7 +4,8 @@
 ///
 ///   calibrating: spectra are kept (up to WeightingOptions::calibration_spectra); Model() is empty, so
 ///                denoising passes data through.
-///   frozen:      b is fixed, the kept spectra are weighted and learnt, and every later spectrum too.
+///   frozen:      b is fixed, the kept spectra are weighted and learnt (but for those the first fit's screen
+///                holds out: first_fit_screen.hpp), and every later spectrum too.
 ///   refreshed:   the raw spectra keep feeding b's sums (decayed with the SVD's forgetting); when the spectra
 ///                learnt since calibration reach 1, 2, 4 ... × calibration_spectra (then every refresh_spectra),
 ///                b is recomputed and the learnt model re-expressed in the new weighting
@@ -45,6 +46,8 @@ class StreamingModel {
   int buffered() const { return svd_.buffered() + static_cast<int>(kept_cols_); }
   uint64_t rejected_blocks() const { return svd_.rejected_blocks(); }
   uint64_t weight_refreshes() const { return weight_refreshes_; }  ///< since construction, never reset
+  /// Spectra of first blocks held out of the first fit (first_fit_screen.hpp), since construction.
+  uint64_t first_fit_held_out() const { return first_fit_held_out_; }
   const SubspaceOptions& options() const { return svd_.options(); }
   /// Continues from `model` instead of calibrating and learning afresh. A weighted model (channel_scale set)
   /// freezes the Poisson weights at its scale until refresh_spectra spectra were learnt (0: for good); the
@@ -66,6 +69,7 @@ class StreamingModel {
   double learnt_since_calibration_ = 0;  // spectra
   double next_refresh_at_ = 0;           // learnt_since_calibration_ at the next refresh; 0 = none
   uint64_t weight_refreshes_ = 0;
+  uint64_t first_fit_held_out_ = 0;
 };
 
 }  // namespace specwatch

@@ -3,6 +3,7 @@
 #include "operators/core/config_error.hpp"
 
 #include <algorithm>
+#include <cmath>
 
 namespace specwatch {
 
@@ -35,6 +36,18 @@ std::vector<RetrospectiveCandidate> RetrospectiveBuffer::Take(uint32_t pass) {
   for (RetrospectiveCandidate& c : kept_) (c.position.pass == pass ? taken : rest).push_back(std::move(c));
   kept_ = std::move(rest);
   return taken;
+}
+
+std::vector<RetrospectiveCandidate*> RetrospectiveBuffer::Unranked() {
+  std::vector<RetrospectiveCandidate*> out;
+  for (RetrospectiveCandidate& c : kept_) {
+    if (std::isinf(c.priority)) out.push_back(&c);
+  }
+  return out;
+}
+
+void RetrospectiveBuffer::DropAtOrBelow(double priority) {
+  std::erase_if(kept_, [&](const RetrospectiveCandidate& c) { return c.priority <= priority; });
 }
 
 }  // namespace specwatch

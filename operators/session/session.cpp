@@ -363,11 +363,25 @@ NoveltyEvent Session::MakeNoveltyEvent(const NoveltyHit& hit, uint64_t frame_num
   return e;
 }
 
+void Session::RankCandidates() {
+  const OutlierGuard& guard = monitor_->guard();
+  if (!std::isfinite(guard.bound())) return;
+  bool ranked = false;
+  for (RetrospectiveCandidate* c : retrospective_.Unranked()) {
+    if (std::isnan(c->live_z)) continue;  // never scored: the pass-end model is the first to judge it
+    c->priority = (c->live_z - guard.location()) / guard.scale();
+    ranked = true;
+  }
+  // Kept as the live ones are: only what the model did not explain well.
+  if (ranked) retrospective_.DropAtOrBelow(options_.monitor.retrospective.candidate_sigma);
+}
+
 void Session::KeepCandidates(const SpectrumBatch& b, const FrameScores& s) {
   if (!monitor_ || !options_.monitor.novelty || !options_.monitor.retrospective.enabled) return;
   if (s.Usable() && !s.weighted) return;  // no deviance score for this data, now or at the pass end
   const OutlierGuard& guard = monitor_->guard();
   const bool standardised = std::isfinite(guard.bound());
+  if (standardised) RankCandidates();
   const double sigma = options_.monitor.retrospective.candidate_sigma;
   const auto m = static_cast<size_t>(b.Spectra());
   for (size_t i = 0; i < m && i < b.positions.size(); ++i) {
@@ -378,9 +392,12 @@ void Session::KeepCandidates(const SpectrumBatch& b, const FrameScores& s) {
     c.priority = std::numeric_limits<double>::infinity();
     if (s.Usable() && static_cast<size_t>(s.result.deviance_z.size()) == m) {
       c.live_z = s.result.deviance_z(static_cast<Eigen::Index>(i));
-      if (!standardised) continue;  // scored, with no standardisation to rank it by (guard off): not kept
-      c.priority = (c.live_z - guard.location()) / guard.scale();
-      if (!(c.priority > sigma)) continue;
+      if (standardised) {
+        c.priority = (c.live_z - guard.location()) / guard.scale();
+        if (!(c.priority > sigma)) continue;
+      } else if (!options_.monitor.guard.enabled) {
+        continue;  // scored, and there will be no standardisation to rank it by (guard off): not kept
+      }  // else scored before the provisional threshold's first scores: kept, ranked once it exists
     }
     c.position = b.positions[i];
     c.frame_number = b.meta.frame_number;
@@ -806,6 +823,7 @@ void Session::LearnFrame(const ModelWork& work, ModelStep* step) {
                      options_.pca.rank));
   }
   const uint64_t refreshes_before = learner_->weight_refreshes();
+  const uint64_t first_fit_before = learner_->first_fit_held_out();
   if (!work.learn_mask) {
     learner_->Add(b.counts);
   } else {
@@ -821,6 +839,13 @@ void Session::LearnFrame(const ModelWork& work, ModelStep* step) {
   }
   step->learned = true;
   step->weight_refreshes += learner_->weight_refreshes() - refreshes_before;
+  if (const uint64_t held = learner_->first_fit_held_out() - first_fit_before; held > 0) {
+    LearnNote(step, work.series_id, Notice::Level::kInfo,
+              Format("series '%s': the first fit held out %llu spectra carrying a component of fewer than %d "
+                     "spectra (scored again at the pass end)",
+                     work.series_id.c_str(), static_cast<unsigned long long>(held),
+                     options_.pca.min_component_support));
+  }
   NewVersion(learner_->Model(), work.series_id, step);
   // A weight refresh re-expresses the model: its basis turned without any physical change.
   if (learner_->weight_refreshes() != refreshes_before && subspace_reference_) TakeSubspaceReference(*current_);

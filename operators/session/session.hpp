@@ -218,6 +218,9 @@ class Session {
   void MonitorFrame(const SpectrumBatch& b, const FrameScores& s, ModelWork* work, SessionStep* step);
   void EmitCalibrations(const MonitorOutput& out, SessionStep* step);
   void EmitRegions(const MonitorOutput& out, SessionStep* step);
+  /// Candidates scored before the provisional threshold existed, ranked by it once it does (those it explains
+  /// well forgotten).
+  void RankCandidates();
   /// Offers the frame's spectra not flagged live to the retrospective buffer (retrospective_buffer.hpp).
   void KeepCandidates(const SpectrumBatch& b, const FrameScores& s);
   /// At the end of `map`'s pass: its candidates scored again with the model now; novel ones published as
