@@ -137,6 +137,8 @@ const std::vector<ConfigKey>& Table() {
       SPECWATCH_CONFIG_KEY("pca.auto_rank", pca.auto_rank,
                            "rank by the Gavish-Donoho threshold, within [rank_min, rank]"),
       SPECWATCH_CONFIG_KEY("pca.rank_min", pca.rank_min, "auto_rank: fewest components"),
+      SPECWATCH_CONFIG_KEY("pca.weight_refresh_imbalance", weighting_options.refresh_imbalance,
+                           "weights also recomputed when max/mean of the channels' noise variance exceeds this; 0 = off"),
       SPECWATCH_CONFIG_KEY("pca.weight_refresh_spectra", weighting_options.refresh_spectra,
                            "weights recomputed after 1, 2, 4 ... x calibration_spectra, then every N; 0 = never"),
       SPECWATCH_CONFIG_KEY("pca.rank_hysteresis", pca.rank_hysteresis,

@@ -13,6 +13,8 @@ void WeightingOptions::Validate() const {
   RequireOption(calibration_spectra >= 1, "calibration_spectra", ">= 1", calibration_spectra);
   RequireOption(floor_fraction > 0.0 && floor_fraction <= 1.0, "floor_fraction", "in (0, 1]", floor_fraction);
   RequireOption(refresh_spectra >= 0, "refresh_spectra", ">= 0", refresh_spectra);
+  RequireOption(refresh_imbalance == 0.0 || refresh_imbalance >= 1.0, "refresh_imbalance", "0 (off) or >= 1",
+                refresh_imbalance);
 }
 
 PoissonWeighting::PoissonWeighting(int channels, WeightingOptions options) : channels_(channels), options_(options) {
@@ -61,6 +63,13 @@ Eigen::VectorXf PoissonWeighting::Refresh() {
   Eigen::VectorXf factor = channel_scale_.cwiseQuotient(next);
   channel_scale_ = std::move(next);
   return factor;
+}
+
+double PoissonWeighting::VarianceImbalance() const {
+  if (!frozen_) throw std::logic_error("PoissonWeighting::VarianceImbalance before the calibration froze");
+  const Eigen::ArrayXd ratio = (ScaleFromSums().cwiseQuotient(channel_scale_)).cast<double>().array().square();
+  const double mean = ratio.mean();
+  return mean > 0.0 ? ratio.maxCoeff() / mean : 1.0;
 }
 
 void PoissonWeighting::ShiftChannels(double delta_channels) {

@@ -32,6 +32,9 @@ struct WeightingOptions {
   /// calibration_spectra, then every `refresh_spectra` spectra once the doubling reaches it. 0: never (b stays
   /// as calibrated).
   int refresh_spectra = 65536;
+  /// Refresh b also when VarianceImbalance() exceeds this (checked at every update, at most one refresh per
+  /// calibration_spectra learnt); 0: only on the schedule above. Unused while refresh_spectra is 0.
+  double refresh_imbalance = 1.5;
   /// Throws ConfigError naming the field ("floor_fraction ..."; operators/core/config_error.hpp) when out of range.
   void Validate() const;
 };
@@ -57,6 +60,11 @@ class PoissonWeighting {
   /// Once frozen: b from the accumulated sums (floored as at calibration) becomes the scale. Returns
   /// old scale / new scale per channel, the factor that re-expresses data weighted with the old scale.
   Eigen::VectorXf Refresh();
+  /// Once frozen: how unequal the weighted noise has become since the scale was set. Data weighted with b but
+  /// of mean shape b' (the accumulated sums) have noise variance b'_j / b_j in channel j; this is the largest of
+  /// those ratios over their mean. 1 when b still fits. A channel with a ratio above the rank threshold's
+  /// λ*² ≈ 2.6 (rank_selection.hpp) is a noise direction the rank rule takes for a component.
+  double VarianceImbalance() const;
   /// The energy axis moved by delta_channels (features at j now at j + delta): the channel sums (the mean shape
   /// accumulated so far, calibrating or not) and, once frozen, the scale follow, v'(j) = v(j − delta) by cubic
   /// interpolation, the edge value held beyond the ends (ShiftByCubic, energy_shift.hpp). The sums stay >= 0 and

@@ -60,6 +60,7 @@ void StreamingModel::Restore(const PcaModel& model) {
   // The saved b already holds what the earlier session learnt: it stays for refresh_spectra spectra, then the
   // refreshes go on, every refresh_spectra, from the spectra of this session.
   learnt_since_calibration_ = 0;
+  last_refresh_at_ = 0;
   const bool refresh = model.Weighted() && weighting_options_.refresh_spectra > 0;
   next_refresh_at_ = refresh ? weighting_options_.refresh_spectra : 0;
 }

@@ -20,6 +20,7 @@ void StreamingModel::Reset() {
   if (weighting_options_.enabled) kept_.resize(svd_.channels(), weighting_options_.calibration_spectra);
   learnt_since_calibration_ = 0;
   next_refresh_at_ = 0;
+  last_refresh_at_ = 0;
 }
 
 void StreamingModel::Add(const Eigen::Ref<const Eigen::MatrixXf>& spectra) {
@@ -85,13 +86,22 @@ void StreamingModel::AddWeighted(const Eigen::Ref<const Eigen::MatrixXf>& spectr
   if (next_refresh_at_ <= 0) return;
   weighting_.Accumulate(spectra, std::pow(svd_.options().forgetting, static_cast<double>(spectra.cols())));
   learnt_since_calibration_ += static_cast<double>(spectra.cols());
-  if (learnt_since_calibration_ < next_refresh_at_) return;
+  const bool scheduled = learnt_since_calibration_ >= next_refresh_at_;
+  // Between the scheduled refreshes: when the scan reached spectra whose mean shape the scale no longer fits
+  // (a new phase domain), at most once per calibration block.
+  const double imbalance = weighting_options_.refresh_imbalance;
+  const bool imbalanced = imbalance > 0.0 &&
+                          learnt_since_calibration_ - last_refresh_at_ >= weighting_options_.calibration_spectra &&
+                          weighting_.VarianceImbalance() > imbalance;
+  if (!scheduled && !imbalanced) return;
   const Eigen::VectorXf factor = weighting_.Refresh();
   svd_.RescaleChannels(factor, weighting_.channel_scale());
   ++weight_refreshes_;
+  last_refresh_at_ = learnt_since_calibration_;
   // Doubling intervals until they reach refresh_spectra, then every refresh_spectra.
-  const double interval = std::min(next_refresh_at_, static_cast<double>(weighting_options_.refresh_spectra));
-  next_refresh_at_ += interval;
+  while (next_refresh_at_ <= learnt_since_calibration_) {
+    next_refresh_at_ += std::min(next_refresh_at_, static_cast<double>(weighting_options_.refresh_spectra));
+  }
 }
 
 }  // namespace specwatch

@@ -68,6 +68,7 @@ class StreamingModel {
   Eigen::MatrixXf weighted_;  // workspace
   double learnt_since_calibration_ = 0;  // spectra
   double next_refresh_at_ = 0;           // learnt_since_calibration_ at the next refresh; 0 = none
+  double last_refresh_at_ = 0;           // learnt_since_calibration_ at the last refresh
   uint64_t weight_refreshes_ = 0;
   uint64_t first_fit_held_out_ = 0;
 };

@@ -333,6 +333,17 @@ void OperandoMonitor::ObserveDetector(const MonitorFrame& frame, MonitorOutput* 
     energy_model_.reset();
     ReportCalibration("regime_change", out);
   }
+  if (!regime && before == NoveltyState::kCalibrating && detector_.state() == NoveltyState::kMonitoring &&
+      options_.guard.enabled && std::isfinite(guard_.bound()) &&
+      detector_.deviance_fit().threshold > kMaxFittedToProvisional * guard_.bound()) {
+    // The fit and the guard estimate the same quantile, from the calibration window and from the recent scores.
+    // Far apart, the window was not nominal: it holds the scores of a phase the model was still learning (a new
+    // domain of a first pass, a rank change). Not put in force; calibration starts over, the guard stays.
+    detector_.Recalibrate();
+    ++calibrations_rejected_;
+    ReportCalibration("not_nominal", out);
+    return;
+  }
   const NoveltyState after = detector_.state();
   if (!regime && after != before) {
     if (after == NoveltyState::kMonitoring) out->take_subspace_reference = true;

@@ -165,6 +165,10 @@ struct MonitorOutput {
   void Clear();
 };
 
+/// A fitted deviance threshold more than this many times the guard's provisional one (the same quantile from
+/// the recent scores) is not put in force: its calibration window was not nominal (ObserveDetector).
+constexpr double kMaxFittedToProvisional = 1.5;
+
 class OperandoMonitor {
  public:
   explicit OperandoMonitor(MonitorOptions options);
@@ -205,6 +209,8 @@ class OperandoMonitor {
   bool energy_correction_on() const { return correct_energy_; }
   uint64_t spectra() const { return spectra_; }   ///< of the series so far
   uint64_t novel_spectra() const { return novel_total_; }  ///< since construction
+  /// Fits refused since construction (kMaxFittedToProvisional): calibration started over, reason "not_nominal".
+  uint64_t calibrations_rejected() const { return calibrations_rejected_; }
   std::optional<ScanRect> reference_region() const { return reference_; }
 
  private:
@@ -244,6 +250,7 @@ class OperandoMonitor {
   std::optional<ScanRect> reference_;
   uint64_t spectra_ = 0;       // of the series
   uint64_t novel_total_ = 0;
+  uint64_t calibrations_rejected_ = 0;
   uint64_t detector_spectra_ = 0;  // spectra given to the detector since construction (its own count)
   std::vector<uint8_t> in_reference_;  // workspace
   std::vector<uint8_t> guarded_;       // workspace: per spectrum, held out by the guard

@@ -45,6 +45,7 @@ class OperandoLoop {
 
   SimFrames& frames() { return driver_.frames(); }
   int Rank() { return driver_.session().Model()->rank; }
+  std::shared_ptr<const PcaModel> Model() { return driver_.session().Model(); }
   /// The deviance threshold in force now (0: none), as the status reports it.
   double Threshold() { return driver_.session().Status().novelty_threshold; }
   const OperandoMonitor& monitor() { return *driver_.session().monitor(); }

@@ -1,6 +1,7 @@
 // Poisson weighting, the Gavish–Donoho rank and the weighted denoiser, against closed forms and direct
 // double-precision computations.
 #include "operators/model/denoiser.hpp"
+#include "operators/core/config_error.hpp"
 #include "operators/core/poisson_weighting.hpp"
 #include "operators/model/rank_selection.hpp"
 #include "operators/model/streaming_model.hpp"
@@ -113,6 +114,31 @@ TEST_CASE("Poisson weighting: b is the calibrated mean shape, floored; x~ = x / 
     }
   }
   CHECK(SpectrumTotals(Eigen::MatrixXf::Zero(d, 1))(0) == 1.0f);  // empty spectrum: 0/0 avoided
+}
+
+TEST_CASE("Poisson weighting: VarianceImbalance is max(b'/b) / mean(b'/b) for the accumulated shape b'") {
+  const int d = 32;
+  WeightingOptions o;
+  o.calibration_spectra = 10;
+  PoissonWeighting w(d, o);
+  Eigen::VectorXf calibrated = Eigen::VectorXf::Constant(d, 100.0f);
+  REQUIRE(w.Calibrate(calibrated.replicate(1, 10)));
+  CHECK(w.VarianceImbalance() == doctest::Approx(1.0));  // nothing new: b fits
+  // 30 spectra of a shape with a peak of 9x in channel 5: the sums are 10 x flat + 30 x peaked.
+  Eigen::VectorXf peaked = calibrated;
+  peaked(5) = 900.0f;
+  w.Accumulate(peaked.replicate(1, 30), 1.0);
+  Eigen::VectorXd sums = Eigen::VectorXd::Constant(d, 4000.0);
+  sums(5) = 1000.0 + 27000.0;
+  const Eigen::ArrayXd b_new = sums.array() / sums.sum();
+  const Eigen::ArrayXd ratio = b_new / (1.0 / d);
+  CHECK(w.VarianceImbalance() == doctest::Approx(ratio.maxCoeff() / ratio.mean()).epsilon(1e-5));
+  CHECK(w.VarianceImbalance() > 5.0);
+  w.Refresh();
+  CHECK(w.VarianceImbalance() == doctest::Approx(1.0));  // the scale fits the sums again
+  WeightingOptions bad = o;
+  bad.refresh_imbalance = 0.5;
+  CHECK_THROWS_AS(bad.Validate(), ConfigError);
 }
 
 TEST_CASE("Poisson weighting makes the noise uniform: unit variance per channel, whatever the intensity") {
