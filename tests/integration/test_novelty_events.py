@@ -126,6 +126,48 @@ class NoveltyEventsTest(unittest.TestCase):
         finally:
             svc.close()
 
+    def test_inclusion_scanned_before_the_first_model_is_found_at_the_pass_end(self):
+        # Issue 15: one pass of 32x32 at full speed (--rate 0), the service's defaults but every frame learnt. The
+        # first 256 spectra (8 lines) are the first model's block, scanned before any score exists; the inclusion
+        # pixels among them are held out of that fit and found when the pass ends. Before the first fit's screen
+        # the model learnt them as a component: pass-end z -3.4, -1.6, -2.7, no event.
+        width, height, channels = 32, 32, 256
+        svc = Service(frames_socket="sub", config_text='model_updates: "all"\n')
+        tmp = tempfile.mkdtemp()
+        try:
+            sub = specwatch_client.EventSubscriber(">" + svc.publish_endpoint, topics=("novelty", "residual_map"))
+            truth = run_sim(svc, os.path.join(tmp, "truth.json"), "--channels", str(channels), "--scan",
+                            "%dx%d" % (width, height), "--passes", "1", "--rate", "0", "--counts", "3000",
+                            "--phases", "3", "--inclusion", "0.01", "--seed", "4")
+            mask = np.array(truth["inclusion"]["mask"], dtype=bool).reshape(height, width)
+            early = [(y, x) for y in range(8) for x in range(width) if mask[y, x]]
+            self.assertGreater(len(early), 0, "the seed puts inclusion pixels in the first 256 spectra")
+            st = svc.wait_for(lambda s: s.spectra_published + s.spectra_rejected >= width * height,
+                              what="the pass published")
+            self.assertEqual(st.spectra_received, st.spectra_published + st.spectra_rejected)
+            self.assertEqual(st.spectra_rejected, 0)
+            events, maps = [], []
+            for ev in sub.events(timeout_s=3.0):
+                if ev.kind == "novelty_event":
+                    events.append(ev.body)
+                elif ev.kind == "residual_map":
+                    maps.append(ev)
+            self.assertEqual(len(maps), 1, "one pass, one map")
+            m = maps[0]
+            self.assertGreater(m.body.novelty_threshold, 0)
+            values = m.payload
+            for y, x in early:
+                self.assertGreater(values[y, x], m.body.novelty_threshold, (y, x, float(values[y, x])))
+            retro = [e for e in events if e.retrospective]
+            self.assertGreater(len(retro), 0, "published as retrospective novelty events")
+            for e in retro:
+                self.assertTrue(mask[e.position.y, e.position.x], (e.position.x, e.position.y, e.deviance_z))
+                self.assertEqual(e.frame_number, e.position.y, "the spectrum's own frame (one line per frame)")
+            sub.close()
+        finally:
+            svc.close()
+
+
 
 if __name__ == "__main__":
     unittest.main()
