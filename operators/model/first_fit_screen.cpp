@@ -16,12 +16,14 @@ Eigen::VectorXd Leverage(const Eigen::MatrixXf& x, const SubspaceOptions& option
   const Eigen::Index n = x.cols();
   const Eigen::VectorXf mean = x.rowwise().mean();
   const Eigen::MatrixXf centred = x.colwise() - mean;
-  Eigen::MatrixXd gram = (centred.transpose() * centred).cast<double>();
-  Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eig(gram);
+  // In float: the leverage needs ~1e-3 relative accuracy, and the decomposition is the screen's cost (it delays
+  // the first model, so the raw output, by that long).
+  const Eigen::MatrixXf gram = centred.transpose() * centred;
+  Eigen::SelfAdjointEigenSolver<Eigen::MatrixXf> eig(gram);
   *rank = 0;
   if (eig.info() != Eigen::Success) return Eigen::VectorXd::Zero(n);
   // Decreasing; the Gram's eigenvalues are the squared singular values.
-  const Eigen::VectorXd lambda = eig.eigenvalues().reverse().cwiseMax(0.0);
+  const Eigen::VectorXd lambda = eig.eigenvalues().reverse().cast<double>().cwiseMax(0.0);
   const Eigen::VectorXd s = lambda.cwiseSqrt();
   const double d = static_cast<double>(x.rows());
   const Eigen::Index tracked = std::min<Eigen::Index>(options.MaxComponents(), n);
@@ -31,7 +33,7 @@ Eigen::VectorXd Leverage(const Eigen::MatrixXf& x, const SubspaceOptions& option
   const int k = std::min(CountAbove(s, GavishDonohoThreshold(d, static_cast<double>(n), sigma)), options.rank);
   *rank = k;
   Eigen::VectorXd h = Eigen::VectorXd::Zero(n);
-  for (int c = 0; c < k; ++c) h += eig.eigenvectors().col(n - 1 - c).array().square().matrix();
+  for (int c = 0; c < k; ++c) h += eig.eigenvectors().col(n - 1 - c).cast<double>().array().square().matrix();
   return h;
 }
 
@@ -48,6 +50,8 @@ FirstFitScreen ScreenFirstBlock(const Eigen::Ref<const Eigen::MatrixXf>& weighte
   std::vector<Eigen::Index> kept(static_cast<size_t>(n));
   std::iota(kept.begin(), kept.end(), Eigen::Index{0});
   Eigen::MatrixXf x;
+  // Rounds of fit, leverage, removal; a round that removes nothing (the common case: one decomposition) ends it,
+  // and at most two removals (a second inclusion can hide behind a first).
   for (int round = 0; round < 3; ++round) {
     x.resize(weighted.rows(), static_cast<Eigen::Index>(kept.size()));
     for (size_t j = 0; j < kept.size(); ++j) x.col(static_cast<Eigen::Index>(j)) = weighted.col(kept[j]);
@@ -60,7 +64,6 @@ FirstFitScreen ScreenFirstBlock(const Eigen::Ref<const Eigen::MatrixXf>& weighte
       return h(static_cast<Eigen::Index>(a)) > h(static_cast<Eigen::Index>(b));
     });
     const size_t room = static_cast<size_t>(std::max(0, cap - out.held_out));
-    // The last round only measures what is left.
     if (round == 2 || over.empty() || room == 0) {
       out.max_leverage = h.size() > 0 ? h.maxCoeff() : 0.0;
       break;
