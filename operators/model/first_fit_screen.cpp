@@ -11,28 +11,31 @@
 namespace specwatch {
 namespace {
 
-/// Leverage of each column of `x` (D x n) on the rank its centred SVD has by the model's rule; the rank out.
-Eigen::VectorXd Leverage(const Eigen::MatrixXf& x, const SubspaceOptions& options, int* rank) {
-  const Eigen::Index n = x.cols();
-  const Eigen::VectorXf mean = x.rowwise().mean();
-  const Eigen::MatrixXf centred = x.colwise() - mean;
-  // In float: the leverage needs ~1e-3 relative accuracy, and the decomposition is the screen's cost (it delays
-  // the first model, so the raw output, by that long).
-  const Eigen::MatrixXf gram = centred.transpose() * centred;
-  Eigen::SelfAdjointEigenSolver<Eigen::MatrixXf> eig(gram);
+/// Leverage of each spectrum of a block with uncentred Gram matrix `gram` (n x n, in D channels) on the rank its
+/// centred SVD has by the model's rule; the rank out. In float: the leverage needs ~1e-3 relative accuracy, and
+/// the decomposition is the screen's cost (it delays the first model, so the raw output, by that long).
+Eigen::VectorXd Leverage(const Eigen::MatrixXf& gram, double d, const SubspaceOptions& options, int* rank) {
+  const Eigen::Index n = gram.rows();
   *rank = 0;
-  if (eig.info() != Eigen::Success) return Eigen::VectorXd::Zero(n);
+  Eigen::VectorXd h = Eigen::VectorXd::Zero(n);
+  // Centred: H G H with H = I − 11ᵀ/n.
+  const Eigen::VectorXf row_mean = gram.rowwise().mean();
+  const float all_mean = row_mean.mean();
+  Eigen::MatrixXf centred = gram;
+  centred.colwise() -= row_mean;
+  centred.rowwise() -= row_mean.transpose();
+  centred.array() += all_mean;
+  const Eigen::SelfAdjointEigenSolver<Eigen::MatrixXf> eig(centred);
+  if (eig.info() != Eigen::Success) return h;
   // Decreasing; the Gram's eigenvalues are the squared singular values.
   const Eigen::VectorXd lambda = eig.eigenvalues().reverse().cast<double>().cwiseMax(0.0);
-  const Eigen::VectorXd s = lambda.cwiseSqrt();
-  const double d = static_cast<double>(x.rows());
   const Eigen::Index tracked = std::min<Eigen::Index>(options.MaxComponents(), n);
   const double residual = lambda.sum() - lambda.head(tracked).sum();
   const double sigma = NoiseSigmaFromResidual(residual, d, static_cast<double>(n), static_cast<double>(tracked));
-  if (!(sigma > 0.0)) return Eigen::VectorXd::Zero(n);
-  const int k = std::min(CountAbove(s, GavishDonohoThreshold(d, static_cast<double>(n), sigma)), options.rank);
+  if (!(sigma > 0.0)) return h;
+  const int k = std::min(CountAbove(lambda.cwiseSqrt(), GavishDonohoThreshold(d, static_cast<double>(n), sigma)),
+                         options.rank);
   *rank = k;
-  Eigen::VectorXd h = Eigen::VectorXd::Zero(n);
   for (int c = 0; c < k; ++c) h += eig.eigenvectors().col(n - 1 - c).cast<double>().array().square().matrix();
   return h;
 }
@@ -49,13 +52,15 @@ FirstFitScreen ScreenFirstBlock(const Eigen::Ref<const Eigen::MatrixXf>& weighte
   const auto cap = static_cast<int>(kFirstFitMaxHeldOutFraction * static_cast<double>(n));
   std::vector<Eigen::Index> kept(static_cast<size_t>(n));
   std::iota(kept.begin(), kept.end(), Eigen::Index{0});
-  Eigen::MatrixXf x;
+  // The uncentred Gram matrix once; each round centres the kept spectra's part of it.
+  const Eigen::MatrixXf gram = weighted.transpose() * weighted;
+  const double d = static_cast<double>(weighted.rows());
+  Eigen::MatrixXf sub;
   // Rounds of fit, leverage, removal; a round that removes nothing (the common case: one decomposition) ends it,
   // and at most two removals (a second inclusion can hide behind a first).
   for (int round = 0; round < 3; ++round) {
-    x.resize(weighted.rows(), static_cast<Eigen::Index>(kept.size()));
-    for (size_t j = 0; j < kept.size(); ++j) x.col(static_cast<Eigen::Index>(j)) = weighted.col(kept[j]);
-    const Eigen::VectorXd h = Leverage(x, options, &out.rank);
+    sub = gram(kept, kept);
+    const Eigen::VectorXd h = Leverage(sub, d, options, &out.rank);
     std::vector<size_t> over;
     for (size_t j = 0; j < kept.size(); ++j) {
       if (h(static_cast<Eigen::Index>(j)) > max_leverage) over.push_back(j);
