@@ -10,7 +10,7 @@
 /// model's own rule (Gavish–Donoho, σ from the energy beyond k_max; incremental_svd.hpp), the leverage
 ///   h_i = Σ_{c < k} V_ic²          (mean k / N; each of n spectra sharing a component alone: ≈ 1/n)
 /// says how much of the rank spectrum i holds by itself. Spectra with h_i > 1 / min_component_support are held
-/// out, at most max_held_out_fraction of the block (the highest leverage first), and the screen is repeated on
+/// out, at most kFirstFitMaxHeldOutFraction of the block (the highest leverage first), and the screen is repeated on
 /// the rest (twice at most: a second inclusion can hide behind a first). A phase the first block only grazes (fewer
 /// spectra than min_component_support) is held out too; it is learnt when its spectra become common (the
 /// guard's release rules), and the spectra held out here are scored again at the pass end.
@@ -36,9 +36,9 @@ struct FirstFitScreen {
   double max_leverage = 0.0;  ///< the highest leverage kept
 };
 
-/// Below this many spectra (4 × min_component_support) the block is not screened: too few to tell support.
-/// max_held_out_fraction: the guard's default max_fraction (outlier_guard.hpp): what is more common than that
-/// is not rare.
+/// At most this share of the block is held out: the guard's default max_fraction (outlier_guard.hpp), what is
+/// more common than that is not rare. Blocks of fewer than 4 × min_component_support spectra are not screened
+/// (too few to tell support).
 constexpr double kFirstFitMaxHeldOutFraction = 0.05;
 
 /// `weighted`: D x N weighted spectra (the block as the model would learn it). options.min_component_support

@@ -340,12 +340,8 @@ void EstimateNoiseAndRank(PcaModel& model, int rank, bool auto_rank, int rank_mi
 }
 
 void IncrementalSvd::Finish(PcaModel& next) const {
-  // The rank in use so far, for the hysteresis; none before anything was learnt, nor while the previous rank came
-  // from too few spectra to mean anything (kRankHysteresisMinSpectra): the first blocks' ranks are noise, and the
-  // hysteresis would hold them (the FePt map's first 256 spectra kept the rank of the first 32, the cap of 8, with
-  // one singular value above the threshold).
-  const double min_spectra = kRankHysteresisMinSpectraPerComponent * options_.MaxComponents();
-  const int previous = current_ && current_->spectra_seen >= min_spectra ? current_->rank : -1;
+  // The rank in use so far, for the hysteresis; none before anything was learnt.
+  const int previous = current_ && current_->spectra_seen > 0 ? current_->rank : -1;
   EstimateNoiseAndRank(next, options_.rank, options_.auto_rank, options_.rank_min, previous,
                        options_.rank_hysteresis);
   next.effective_memory = effective_memory_;

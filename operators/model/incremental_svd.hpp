@@ -16,10 +16,6 @@
 namespace specwatch {
 
 /// Options of the streaming subspace tracker (config section "pca").
-/// The rank hysteresis holds a rank only once it was estimated from this many spectra per tracked component
-/// (128 at k_max = 16): below, σ comes from fewer than ~7·k_max free dimensions and the rank is noise.
-constexpr double kRankHysteresisMinSpectraPerComponent = 8.0;
-
 struct SubspaceOptions {
   int rank = 8;                       ///< components used to denoise (K); with auto_rank, the most allowed
   int oversample = 8;                 ///< extra tracked components; k_max = rank + oversample
@@ -31,7 +27,7 @@ struct SubspaceOptions {
   /// auto_rank: a component joins the rank when its singular value passes τ·(1 + h) and leaves it when it falls
   /// below τ, h = rank_hysteresis: one component hovering at τ must not flip the rank (and with it the
   /// novelty thresholds, recalibrated at every rank change) at each update.
-  double rank_hysteresis = 0.1;  ///< applied once the model has seen kRankHysteresisMinSpectraPerComponent·k_max
+  double rank_hysteresis = 0.1;
   /// The first fit (StreamingModel, first_fit_screen.hpp): spectra of the first block that carry a component
   /// supported by fewer spectra than this (leverage > 1 / min_component_support) are held out of it, so the
   /// model is not born explaining a rare spectrum. 0: off.

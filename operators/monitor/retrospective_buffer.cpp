@@ -38,16 +38,12 @@ std::vector<RetrospectiveCandidate> RetrospectiveBuffer::Take(uint32_t pass) {
   return taken;
 }
 
-std::vector<RetrospectiveCandidate*> RetrospectiveBuffer::Unranked() {
-  std::vector<RetrospectiveCandidate*> out;
-  for (RetrospectiveCandidate& c : kept_) {
-    if (std::isinf(c.priority)) out.push_back(&c);
-  }
-  return out;
-}
-
-void RetrospectiveBuffer::DropAtOrBelow(double priority) {
-  std::erase_if(kept_, [&](const RetrospectiveCandidate& c) { return c.priority <= priority; });
+void RetrospectiveBuffer::RankScored(double location, double scale, double min_priority) {
+  std::erase_if(kept_, [&](RetrospectiveCandidate& c) {
+    if (!std::isinf(c.priority) || std::isnan(c.live_z)) return false;
+    c.priority = (c.live_z - location) / scale;
+    return c.priority <= min_priority;
+  });
 }
 
 }  // namespace specwatch

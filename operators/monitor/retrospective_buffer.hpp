@@ -52,11 +52,10 @@ class RetrospectiveBuffer {
   /// Hands out and forgets the candidates of `pass` (in arrival order); those of other passes stay.
   std::vector<RetrospectiveCandidate> Take(uint32_t pass);
   void Clear() { kept_.clear(); }
-  /// The kept candidates not ranked yet (priority +inf: seen before any standardisation), for scoring or ranking
-  /// them once there is one. Valid until the next non-const call.
-  std::vector<RetrospectiveCandidate*> Unranked();
-  /// Forgets the candidates of priority <= `priority` (ranked ones the model explains well after all).
-  void DropAtOrBelow(double priority);
+  /// The candidates scored before any standardisation existed (live_z finite, priority +inf) get their
+  /// priority, (live_z − location) / scale; those at or below min_priority are forgotten (the model explained
+  /// them well). Unscored candidates (live_z NaN) stay unranked.
+  void RankScored(double location, double scale, double min_priority);
 
   const RetrospectiveOptions& options() const { return options_; }
   size_t size() const { return kept_.size(); }

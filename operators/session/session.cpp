@@ -363,25 +363,17 @@ NoveltyEvent Session::MakeNoveltyEvent(const NoveltyHit& hit, uint64_t frame_num
   return e;
 }
 
-void Session::RankCandidates() {
-  const OutlierGuard& guard = monitor_->guard();
-  if (!std::isfinite(guard.bound())) return;
-  bool ranked = false;
-  for (RetrospectiveCandidate* c : retrospective_.Unranked()) {
-    if (std::isnan(c->live_z)) continue;  // never scored: the pass-end model is the first to judge it
-    c->priority = (c->live_z - guard.location()) / guard.scale();
-    ranked = true;
-  }
-  // Kept as the live ones are: only what the model did not explain well.
-  if (ranked) retrospective_.DropAtOrBelow(options_.monitor.retrospective.candidate_sigma);
-}
-
 void Session::KeepCandidates(const SpectrumBatch& b, const FrameScores& s) {
   if (!monitor_ || !options_.monitor.novelty || !options_.monitor.retrospective.enabled) return;
   if (s.Usable() && !s.weighted) return;  // no deviance score for this data, now or at the pass end
   const OutlierGuard& guard = monitor_->guard();
   const bool standardised = std::isfinite(guard.bound());
-  if (standardised) RankCandidates();
+  if (standardised && unranked_scored_) {
+    // Those scored before the standardisation existed, kept as the live ones are: what the model did not
+    // explain well.
+    retrospective_.RankScored(guard.location(), guard.scale(), options_.monitor.retrospective.candidate_sigma);
+    unranked_scored_ = false;
+  }
   const double sigma = options_.monitor.retrospective.candidate_sigma;
   const auto m = static_cast<size_t>(b.Spectra());
   for (size_t i = 0; i < m && i < b.positions.size(); ++i) {
@@ -397,7 +389,9 @@ void Session::KeepCandidates(const SpectrumBatch& b, const FrameScores& s) {
         if (!(c.priority > sigma)) continue;
       } else if (!options_.monitor.guard.enabled) {
         continue;  // scored, and there will be no standardisation to rank it by (guard off): not kept
-      }  // else scored before the provisional threshold's first scores: kept, ranked once it exists
+      } else {
+        unranked_scored_ = true;  // scored before the provisional threshold's first scores: ranked once it exists
+      }
     }
     c.position = b.positions[i];
     c.frame_number = b.meta.frame_number;

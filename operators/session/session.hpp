@@ -218,9 +218,6 @@ class Session {
   void MonitorFrame(const SpectrumBatch& b, const FrameScores& s, ModelWork* work, SessionStep* step);
   void EmitCalibrations(const MonitorOutput& out, SessionStep* step);
   void EmitRegions(const MonitorOutput& out, SessionStep* step);
-  /// Candidates scored before the provisional threshold existed, ranked by it once it does (those it explains
-  /// well forgotten).
-  void RankCandidates();
   /// Offers the frame's spectra not flagged live to the retrospective buffer (retrospective_buffer.hpp).
   void KeepCandidates(const SpectrumBatch& b, const FrameScores& s);
   /// At the end of `map`'s pass: its candidates scored again with the model now; novel ones published as
@@ -277,6 +274,7 @@ class Session {
   MonitorOutput monitor_out_;
   MonitorOutput retrospective_out_;
   RetrospectiveBuffer retrospective_;  // candidates of the open pass(es), scored again at each pass end
+  bool unranked_scored_ = false;       // it holds candidates scored before the guard's standardisation existed
   FrameTimes frame_times_{1u << 16};
   // ... the dose ledger, advisor and damage tracker.
   DoseLedger ledger_;

@@ -75,7 +75,7 @@ def run_pass(bin_dir, cube, meta, rate, config, timeout_s=120.0):
                                scan_shape=(width, height))
         flat = cube.reshape(height * width, channels)
         t0 = time.monotonic()
-        for k, start in enumerate(range(0, height * width, width)):
+        for start in range(0, height * width, width):
             delay = t0 + start / rate - time.monotonic() if rate > 0 else 0
             if delay > 0:
                 time.sleep(delay)
@@ -86,28 +86,18 @@ def run_pass(bin_dir, cube, meta, rate, config, timeout_s=120.0):
         rank = np.full(n, -1)
         live_z = np.full(n, np.nan)
         events = []
-        deadline = time.monotonic() + timeout_s
-        got = 0
-        while time.monotonic() < deadline:
-            for ev in sub.events(timeout_s=2.0):
-                if ev.kind == "denoised":
-                    b = ev.body
-                    idx = np.array([p.y * width + p.x for p in b.positions])
-                    denoised[idx] = ev.payload
-                    rank[idx] = b.rank
-                    if len(b.deviance_z) == len(idx):
-                        live_z[idx] = np.asarray(b.deviance_z)
-                    got += len(idx)
-                elif ev.kind == "novelty_event":
-                    b = ev.body
-                    events.append((b.position.x, b.position.y, bool(b.retrospective), float(b.deviance_z)))
-            if got >= n:
-                # Pass-end events come with the series end: a little longer.
-                for ev in sub.events(timeout_s=2.0):
-                    if ev.kind == "novelty_event":
-                        b = ev.body
-                        events.append((b.position.x, b.position.y, bool(b.retrospective), float(b.deviance_z)))
-                break
+        # Until 2 s without a message (the pass-end events follow the last frame within milliseconds).
+        for ev in sub.events(timeout_s=2.0, duration_s=timeout_s):
+            if ev.kind == "denoised":
+                b = ev.body
+                idx = np.array([p.y * width + p.x for p in b.positions])
+                denoised[idx] = ev.payload
+                rank[idx] = b.rank
+                if len(b.deviance_z) == len(idx):
+                    live_z[idx] = np.asarray(b.deviance_z)
+            elif ev.kind == "novelty_event":
+                b = ev.body
+                events.append((b.position.x, b.position.y, bool(b.retrospective), float(b.deviance_z)))
         status = control.status()
         publisher.close()
         sub.close()

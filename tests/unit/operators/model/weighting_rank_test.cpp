@@ -65,6 +65,32 @@ TEST_CASE("Gavish–Donoho: lambda*(1) = 4/sqrt(3), the threshold's closed form,
   CHECK(NoiseSigmaFromResidual(1.0, 10, 10, 10) == 0.0);
 }
 
+TEST_CASE("rank hysteresis: a component joins above tau(1 + h) and leaves below tau, whatever the previous rank") {
+  // A model whose noise is sigma = 1 exactly: the energy beyond the 4 tracked components is what sigma = 1 gives.
+  const double d = 100, n = 10000;
+  const double tau = GavishDonohoThreshold(d, n, 1.0);
+  auto ranked = [&](std::initializer_list<double> over_tau, int previous) {
+    PcaModel m;
+    m.spectra_seen = n;
+    m.singular_values = Eigen::VectorXd(static_cast<Eigen::Index>(over_tau.size()));
+    int i = 0;
+    for (double r : over_tau) m.singular_values(i++) = r * tau;
+    m.mean = Eigen::VectorXf::Zero(static_cast<Eigen::Index>(d));
+    m.basis = Eigen::MatrixXf::Zero(static_cast<Eigen::Index>(d), m.singular_values.size());
+    m.total_variance = m.singular_values.squaredNorm() + (d - static_cast<double>(m.basis.cols())) * n;
+    EstimateNoiseAndRank(m, 8, true, 1, previous, 0.1);
+    REQUIRE(m.rank_threshold == doctest::Approx(tau));
+    return m.rank;
+  };
+  CHECK(ranked({10, 1.05, 0.95, 0.5}, -1) == 2);  // no previous rank: the count above tau
+  CHECK(ranked({10, 1.05, 0.95, 0.5}, 1) == 1);   // 1.05 tau has not passed tau(1 + h): not joined
+  CHECK(ranked({10, 1.15, 0.95, 0.5}, 1) == 2);   // it has
+  CHECK(ranked({10, 1.05, 0.95, 0.5}, 2) == 2);   // inside the band: held
+  // 0.95 tau is below tau: it leaves, however long it was held (the noise's largest values sit there on sparse
+  // data; a band reaching down to tau(1 - h) kept them).
+  CHECK(ranked({10, 1.05, 0.95, 0.5}, 3) == 2);
+}
+
 TEST_CASE("auto rank finds the number of components in Gaussian noise, streaming") {
   // Components well above the noise edge σ(sqrt(n) + sqrt(D)) for n up to ~20,000 spectra, D = 256.
   for (int true_rank : {3, 4, 5, 6}) {

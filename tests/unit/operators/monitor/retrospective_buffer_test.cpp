@@ -5,6 +5,7 @@
 
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <limits>
 #include <vector>
 
@@ -56,6 +57,29 @@ TEST_CASE("retrospective buffer: disabled keeps nothing; options validated") {
   bad = RetrospectiveOptions{};
   bad.candidate_sigma = -1.0;
   CHECK_THROWS_AS(RetrospectiveBuffer{bad}, ConfigError);
+}
+
+TEST_CASE("retrospective buffer: candidates scored before any standardisation are ranked by it once it exists") {
+  RetrospectiveBuffer b{RetrospectiveOptions{}};
+  const double inf = std::numeric_limits<double>::infinity();
+  RetrospectiveCandidate unscored = Candidate(1, 0, inf);  // seen before any model: live_z NaN
+  RetrospectiveCandidate high = Candidate(2, 0, inf);
+  high.live_z = 9.0f;
+  RetrospectiveCandidate low = Candidate(3, 0, inf);
+  low.live_z = 2.0f;
+  b.Offer(unscored);
+  b.Offer(high);
+  b.Offer(low);
+  b.Offer(Candidate(4, 0, 3.5));  // ranked live already
+  b.RankScored(/*location=*/1.0, /*scale=*/2.0, /*min_priority=*/3.0);
+  const std::vector<RetrospectiveCandidate> kept = b.Take(0);
+  REQUIRE(kept.size() == 3);  // low: (2 - 1) / 2 = 0.5 <= 3, forgotten
+  CHECK(kept[0].position.x == 1);
+  CHECK(std::isinf(kept[0].priority));  // unscored: stays for the pass-end model
+  CHECK(kept[1].position.x == 2);
+  CHECK(kept[1].priority == doctest::Approx(4.0));
+  CHECK(kept[2].position.x == 4);
+  CHECK(kept[2].priority == doctest::Approx(3.5));
 }
 
 }  // namespace specwatch
