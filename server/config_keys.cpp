@@ -142,7 +142,7 @@ const std::vector<ConfigKey>& Table() {
       SPECWATCH_CONFIG_KEY("pca.weight_refresh_spectra", weighting_options.refresh_spectra,
                            "weights recomputed after 1, 2, 4 ... x calibration_spectra, then every N; 0 = never"),
       SPECWATCH_CONFIG_KEY("pca.rank_hysteresis", pca.rank_hysteresis,
-                           "auto_rank: a component joins above tau x (1 + h), leaves below tau"),
+                           "auto_rank: a component joins above tau x (1 + h), leaves below tau x (1 - h)"),
       SPECWATCH_CONFIG_KEY("pca.min_component_support", pca.min_component_support,
                            "the first fit holds out spectra carrying a component of fewer spectra; 0 = off"),
       SPECWATCH_CONFIG_KEY("novelty.enabled", monitor.novelty, "count data with a Poisson-weighted model"),

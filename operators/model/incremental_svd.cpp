@@ -332,7 +332,7 @@ void EstimateNoiseAndRank(PcaModel& model, int rank, bool auto_rank, int rank_mi
     int count = CountAbove(model.singular_values, model.rank_threshold);
     if (previous_rank >= 0 && hysteresis > 0.0) {
       const int up = CountAbove(model.singular_values, model.rank_threshold * (1.0 + hysteresis));
-      const int down = CountAbove(model.singular_values, model.rank_threshold);
+      const int down = CountAbove(model.singular_values, model.rank_threshold * (1.0 - hysteresis));
       count = std::clamp(previous_rank, up, down);
     }
     model.rank = std::clamp(count, std::min(rank_min, tracked), tracked);
@@ -340,8 +340,11 @@ void EstimateNoiseAndRank(PcaModel& model, int rank, bool auto_rank, int rank_mi
 }
 
 void IncrementalSvd::Finish(PcaModel& next) const {
-  // The rank in use so far, for the hysteresis; none before anything was learnt.
-  const int previous = current_ && current_->spectra_seen > 0 ? current_->rank : -1;
+  // The rank in use so far, for the hysteresis; none before anything was learnt, nor while the previous rank came
+  // from too few spectra to mean anything (kRankHysteresisMinSpectraPerComponent): the first blocks' ranks are
+  // noise, and the hysteresis would hold them.
+  const double min_spectra = kRankHysteresisMinSpectraPerComponent * options_.MaxComponents();
+  const int previous = current_ && current_->spectra_seen >= min_spectra ? current_->rank : -1;
   EstimateNoiseAndRank(next, options_.rank, options_.auto_rank, options_.rank_min, previous,
                        options_.rank_hysteresis);
   next.effective_memory = effective_memory_;

@@ -15,6 +15,10 @@
 
 namespace specwatch {
 
+/// The rank hysteresis holds a rank only once it was estimated from this many spectra per tracked component
+/// (128 at k_max = 16): below, σ comes from fewer than ~7·k_max free dimensions and the rank is noise.
+constexpr double kRankHysteresisMinSpectraPerComponent = 8.0;
+
 /// Options of the streaming subspace tracker (config section "pca").
 struct SubspaceOptions {
   int rank = 8;                       ///< components used to denoise (K); with auto_rank, the most allowed
@@ -25,9 +29,9 @@ struct SubspaceOptions {
   bool auto_rank = false;             ///< rank from the Gavish–Donoho threshold (rank_selection.hpp)
   int rank_min = 1;                   ///< auto_rank: the fewest components used
   /// auto_rank: a component joins the rank when its singular value passes τ·(1 + h) and leaves it when it falls
-  /// below τ, h = rank_hysteresis: one component hovering at τ must not flip the rank (and with it the
+  /// below τ·(1 − h), h = rank_hysteresis: one component hovering at τ must not flip the rank (and with it the
   /// novelty thresholds, recalibrated at every rank change) at each update.
-  double rank_hysteresis = 0.1;
+  double rank_hysteresis = 0.1;  ///< applied once the model has seen kRankHysteresisMinSpectraPerComponent·k_max
   /// The first fit (StreamingModel, first_fit_screen.hpp): spectra of the first block that carry a component
   /// supported by fewer spectra than this (leverage > 1 / min_component_support) are held out of it, so the
   /// model is not born explaining a rare spectrum. 0: off.
@@ -79,7 +83,7 @@ struct PcaModel {
 void EstimateNoise(PcaModel& model);
 /// EstimateNoise, then the rank: min(rank, k), or with auto_rank the count above τ within [rank_min, rank].
 /// With a previous rank (>= 0) and hysteresis h, auto_rank keeps the previous rank unless the count above τ·(1+h)
-/// is larger (then that) or the count above τ is smaller (then that): the band is [τ, τ(1+h)], above the noise.
+/// is larger (then that) or the count above τ·(1−h) is smaller (then that).
 /// The one rule every model is ranked by (IncrementalSvd after each update, MergeModels).
 void EstimateNoiseAndRank(PcaModel& model, int rank, bool auto_rank, int rank_min, int previous_rank = -1,
                           double hysteresis = 0.0);

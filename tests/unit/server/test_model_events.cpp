@@ -122,7 +122,7 @@ TEST_CASE("auto_rank: a rank change between versions is queued as a 'model' Rank
     CHECK(c.rank_threshold() > 0);
     CHECK(c.noise_sigma() > 0);
     // The singular values around the threshold: those kept above it, the next one below (unless clamped), with
-    // the hysteresis band [τ, τ·(1 + h)] in between.
+    // the hysteresis band τ·(1 ± h) in between.
     const int first = static_cast<int>(c.first_index());
     CHECK(first == std::max(0, static_cast<int>(std::min(c.old_rank(), c.new_rank())) - 2));
     const int below = static_cast<int>(c.new_rank()) - first;  // index of the first value not kept

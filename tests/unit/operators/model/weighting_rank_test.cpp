@@ -65,7 +65,7 @@ TEST_CASE("Gavish–Donoho: lambda*(1) = 4/sqrt(3), the threshold's closed form,
   CHECK(NoiseSigmaFromResidual(1.0, 10, 10, 10) == 0.0);
 }
 
-TEST_CASE("rank hysteresis: a component joins above tau(1 + h) and leaves below tau, whatever the previous rank") {
+TEST_CASE("rank hysteresis: a component joins above tau(1 + h) and leaves below tau(1 - h)") {
   // A model whose noise is sigma = 1 exactly: the energy beyond the 4 tracked components is what sigma = 1 gives.
   const double d = 100, n = 10000;
   const double tau = GavishDonohoThreshold(d, n, 1.0);
@@ -86,9 +86,8 @@ TEST_CASE("rank hysteresis: a component joins above tau(1 + h) and leaves below 
   CHECK(ranked({10, 1.05, 0.95, 0.5}, 1) == 1);   // 1.05 tau has not passed tau(1 + h): not joined
   CHECK(ranked({10, 1.15, 0.95, 0.5}, 1) == 2);   // it has
   CHECK(ranked({10, 1.05, 0.95, 0.5}, 2) == 2);   // inside the band: held
-  // 0.95 tau is below tau: it leaves, however long it was held (the noise's largest values sit there on sparse
-  // data; a band reaching down to tau(1 - h) kept them).
-  CHECK(ranked({10, 1.05, 0.95, 0.5}, 3) == 2);
+  CHECK(ranked({10, 1.05, 0.95, 0.5}, 3) == 3);   // 0.95 tau is above tau(1 - h): held
+  CHECK(ranked({10, 1.05, 0.85, 0.5}, 3) == 2);   // 0.85 tau is not: it leaves
 }
 
 TEST_CASE("auto rank finds the number of components in Gaussian noise, streaming") {
